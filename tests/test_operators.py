@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from vipaint_pl.errors import MaskError, ShapeError
+from vipaint_pl.operators import DenseLinear, GaussianBlur, Inpainting, SuperResolution
+
+
+def _ops():
+    mask = (torch.rand(1, 8, 8) > 0.5).float()
+    mask[0, 0, 0] = 1
+    return {
+        "inpainting": (Inpainting(mask), (2, 3, 8, 8)),
+        "sr": (SuperResolution(2), (2, 3, 8, 8)),
+        "blur": (GaussianBlur(5, 1.5), (2, 3, 8, 8)),
+        "dense": (DenseLinear(torch.randn(5, 12, dtype=torch.float64)), (2, 12)),
+    }
+
+
+@pytest.mark.parametrize("name", ["inpainting", "sr", "blur", "dense"])
+def test_adjoint_identity(name):
+    op, shape = _ops()[name]
+    op = op.double()
+    x = torch.randn(shape, dtype=torch.float64)
+    y = torch.randn(op(x).shape, dtype=torch.float64)
+    lhs = (op(x) * y).sum()
+    rhs = (x * op.transpose(y)).sum()
+    torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["inpainting", "sr", "blur", "dense"])
+def test_pseudo_inverse_penrose_conditions(name):
+    op, shape = _ops()[name]
+    op = op.double()
+    x = torch.randn(shape, dtype=torch.float64)
+    # A A^+ A = A  and  A^+ A is a projection
+    torch.testing.assert_close(op(op.pinv(op(x))), op(x), rtol=1e-6, atol=1e-6)
+    p = op.project(x)
+    torch.testing.assert_close(op.project(p), p, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["inpainting", "sr", "blur", "dense"])
+def test_pinv_matches_dense_matrix_pinv(name):
+    op, shape = _ops()[name]
+    op = op.double()
+    A = op.as_matrix(shape[1:])
+    y = torch.randn(2, A.shape[0], dtype=torch.float64)
+    out_shape = op(torch.zeros(shape, dtype=torch.float64)).shape
+    ours = op.pinv(y.reshape(out_shape)).reshape(2, -1)
+    ref = y @ torch.linalg.pinv(A, rtol=1e-3).T
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_blur_preserves_constants_and_sums():
+    op = GaussianBlur(5, 1.0)
+    x = torch.ones(1, 1, 8, 8)
+    torch.testing.assert_close(op(x), x)
+
+
+def test_inpainting_rejects_bad_masks():
+    with pytest.raises(MaskError, match="binary"):
+        Inpainting(torch.full((1, 4, 4), 0.5))
+    with pytest.raises(MaskError, match="no observed pixel"):
+        Inpainting(torch.zeros(1, 4, 4))
+    op = Inpainting(torch.ones(1, 4, 4))
+    with pytest.raises(ShapeError, match="does not fit"):
+        op(torch.zeros(1, 3, 5, 5))
+
+
+def test_other_operator_errors():
+    with pytest.raises(ShapeError, match="divisible"):
+        SuperResolution(3)(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="odd"):
+        GaussianBlur(4)
+    with pytest.raises(ShapeError, match="values per sample"):
+        DenseLinear(torch.zeros(2, 3))(torch.zeros(1, 4))
+
+
+def test_measure_adds_noise_of_the_given_scale():
+    op = DenseLinear(torch.eye(1000))
+    y = op.measure(torch.zeros(1, 1000), sigma_y=0.3, generator=torch.Generator().manual_seed(0))
+    assert abs(float(y.std()) - 0.3) < 0.03

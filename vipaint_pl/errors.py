@@ -1,0 +1,34 @@
+"""Exceptions raised for bad user input. Each message names the offending value."""
+
+
+class VipaintError(ValueError):
+    """Base class of every error this library raises for bad input."""
+
+
+class MaskError(VipaintError):
+    """A mask is not binary, is empty, or does not fit the image."""
+
+
+class ShapeError(VipaintError):
+    """A tensor has the wrong number of channels, dimensions or size."""
+
+
+class ImageReadError(VipaintError):
+    """An image or mask file could not be read."""
+
+
+class PriorLoadError(VipaintError):
+    """A pretrained prior could not be found locally nor downloaded."""
+
+
+class ConfigError(VipaintError):
+    """A configuration value is out of its allowed range."""
+
+
+def check_finite(name: str, tensor) -> None:
+    """Raise a ``VipaintError`` if ``tensor`` holds NaN or infinite values."""
+    import torch
+
+    bad = ~torch.isfinite(tensor)
+    if bad.any():
+        raise VipaintError(f"{name} contains {int(bad.sum())} NaN or infinite values")

@@ -1,0 +1,185 @@
+"""Linear measurement operators y = A(x) + sigma_y * noise.
+
+Each operator gives ``forward`` (A), ``transpose`` (A^T) and ``pinv`` (A^+), acting on batches
+of images (B, C, H, W) -- or on flat vectors (B, d) for ``DenseLinear``. PSLD needs A^T y and the
+projection A^T A; exact posteriors need the matrix, which ``as_matrix`` builds for any operator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import MaskError, ShapeError
+
+
+class Operator(nn.Module):
+    """Base class. Subclasses implement ``forward``, ``transpose`` and ``pinv``."""
+
+    def transpose(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def pinv(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def measure(self, x: Tensor, sigma_y: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+        """A(x) + sigma_y * n with n ~ N(0, I)."""
+        y = self(x)
+        if sigma_y > 0:
+            y = y + sigma_y * torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+        return y
+
+    def project(self, x: Tensor) -> Tensor:
+        """A^+ A x: the part of x the measurement sees."""
+        return self.pinv(self(x))
+
+    @torch.no_grad()
+    def as_matrix(self, event_shape: tuple[int, ...]) -> Tensor:
+        """The dense matrix of A for inputs of shape ``event_shape``: (numel(out), numel(in)), float64."""
+        d = math.prod(event_shape)
+        basis = torch.eye(d, dtype=torch.float64).reshape(d, *event_shape)
+        return self.double()(basis).reshape(d, -1).T.contiguous()
+
+
+class Inpainting(Operator):
+    """y = m * x with a binary mask m (1 = observed, 0 = missing). A = A^T = A^+ (a projection)."""
+
+    def __init__(self, mask: Tensor):
+        super().__init__()
+        mask = torch.as_tensor(mask)
+        if mask.ndim == 2:
+            mask = mask[None]
+        if mask.ndim not in (3, 4):
+            raise MaskError(f"mask must have shape (H, W), (C, H, W) or (B, C, H, W); got {tuple(mask.shape)}")
+        values = torch.unique(mask)
+        if not torch.isin(values, torch.tensor([0.0, 1.0], dtype=values.dtype)).all():
+            raise MaskError(f"mask must be binary (0 = missing, 1 = observed); found values {values[:5].tolist()}")
+        if mask.sum() == 0:
+            raise MaskError("mask has no observed pixel: nothing to condition on")
+        self.register_buffer("mask", mask.float())
+
+    def _mask_for(self, x: Tensor) -> Tensor:
+        m = self.mask if self.mask.ndim == x.ndim else self.mask[None]
+        if m.shape[-2:] != x.shape[-2:] or m.shape[-3] not in (1, x.shape[-3]):
+            raise ShapeError(f"mask of shape {tuple(self.mask.shape)} does not fit images of shape {tuple(x.shape)}")
+        return m.to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self._mask_for(x)
+
+    transpose = forward
+    pinv = forward
+
+    @property
+    def observed_fraction(self) -> float:
+        return float(self.mask.mean())
+
+
+class SuperResolution(Operator):
+    """Average pooling by ``factor``. A^T is nearest upsampling / factor^2; A^+ is nearest upsampling."""
+
+    def __init__(self, factor: int):
+        super().__init__()
+        if factor < 1 or int(factor) != factor:
+            raise ValueError(f"super-resolution factor must be a positive integer, got {factor}")
+        self.factor = int(factor)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] % self.factor or x.shape[-2] % self.factor:
+            raise ShapeError(f"image size {tuple(x.shape[-2:])} is not divisible by factor {self.factor}")
+        return F.avg_pool2d(x, self.factor)
+
+    def pinv(self, y: Tensor) -> Tensor:  # A A^T = I / f^2, so A^+ = f^2 A^T
+        return F.interpolate(y, scale_factor=self.factor, mode="nearest")
+
+    def transpose(self, y: Tensor) -> Tensor:
+        return self.pinv(y) / self.factor**2
+
+
+class GaussianBlur(Operator):
+    """Circular convolution with a normalized Gaussian kernel, diagonal in the Fourier basis.
+
+    The circular boundary makes A^T (conjugate filter) and A^+ (inverse filter on frequencies whose
+    gain exceeds ``rcond`` times the largest, zero elsewhere) exact.
+    """
+
+    def __init__(self, kernel_size: int = 9, sigma: float = 2.0, rcond: float = 1e-3):
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        if sigma <= 0:
+            raise ValueError(f"blur sigma must be positive, got {sigma}")
+        r = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
+        g = torch.exp(-(r**2) / (2 * sigma**2))
+        k = torch.outer(g, g)
+        self.register_buffer("kernel", (k / k.sum()).float())
+        self.kernel_size, self.sigma, self.rcond = kernel_size, sigma, rcond
+
+    def _transfer(self, h: int, w: int, device) -> Tensor:
+        if self.kernel_size > min(h, w):
+            raise ShapeError(f"blur kernel {self.kernel_size} is larger than the image {h}x{w}")
+        pad = torch.zeros(h, w, dtype=torch.float64, device=device)
+        k, c = self.kernel.to(device, torch.float64), self.kernel_size // 2
+        pad[: self.kernel_size, : self.kernel_size] = k
+        pad = torch.roll(pad, shifts=(-c, -c), dims=(0, 1))  # kernel centred at the origin
+        return torch.fft.fft2(pad)
+
+    def _filter(self, x: Tensor, gain) -> Tensor:
+        H = gain(self._transfer(x.shape[-2], x.shape[-1], x.device))
+        out = torch.fft.ifft2(torch.fft.fft2(x.to(torch.float64)) * H).real
+        return out.to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._filter(x, lambda H: H)
+
+    def transpose(self, y: Tensor) -> Tensor:
+        return self._filter(y, torch.conj)
+
+    def pinv(self, y: Tensor) -> Tensor:
+        def inverse(H):
+            keep = H.abs() > self.rcond * H.abs().max()
+            return torch.where(keep, 1.0 / torch.where(keep, H, torch.ones_like(H)), torch.zeros_like(H))
+
+        return self._filter(y, inverse)
+
+
+class DenseLinear(Operator):
+    """y = M x for a dense matrix M (m, d), acting on the flattened input."""
+
+    def __init__(self, matrix: Tensor):
+        super().__init__()
+        matrix = torch.as_tensor(matrix)
+        if matrix.ndim != 2:
+            raise ShapeError(f"matrix must be 2-D (m, d), got shape {tuple(matrix.shape)}")
+        self.register_buffer("matrix", matrix.clone())
+        self.register_buffer("matrix_pinv", torch.linalg.pinv(matrix.to(torch.float64)).to(matrix.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        if flat.shape[1] != self.matrix.shape[1]:
+            raise ShapeError(f"input has {flat.shape[1]} values per sample, the matrix takes {self.matrix.shape[1]}")
+        return flat @ self.matrix.to(x.dtype).T
+
+    def transpose(self, y: Tensor) -> Tensor:
+        return y @ self.matrix.to(y.dtype)
+
+    def pinv(self, y: Tensor) -> Tensor:
+        return y @ self.matrix_pinv.to(y.dtype).T
+
+    def project(self, x: Tensor) -> Tensor:
+        return self.pinv(self(x)).reshape(x.shape)
+
+
+def random_dense_operator(d_x: int, d_y: int, seed: int = 0) -> DenseLinear:
+    """A = U diag(s) V^T from the SVD of a Gaussian (d_y, d_x) matrix, s replaced by sorted U[0, 1].
+
+    The operator of Cardoso et al. (ICLR 2024)'s Gaussian-mixture benchmark.
+    """
+    g = torch.Generator().manual_seed(seed)
+    G = torch.randn(d_y, d_x, generator=g, dtype=torch.float64)
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    s = torch.sort(torch.rand(d_y, generator=g, dtype=torch.float64), descending=True).values
+    return DenseLinear(U @ torch.diag(s) @ Vh)

@@ -1,0 +1,78 @@
+"""The one interface every prior offers to the methods.
+
+A method never asks which kind of prior it has: it calls ``predict_eps`` / ``predict_x0`` at
+(z_t, t), ``encode`` / ``decode`` (the identity for pixel priors), and reads ``schedule``.
+A prior knows nothing of masks or operators.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..schedule import NoiseSchedule, eps_from_x0, x0_from_eps
+
+
+class DiffusionPrior(nn.Module):
+    """A frozen denoiser with its noise schedule. Subclasses implement ``_eps``."""
+
+    is_latent: bool = False
+
+    def __init__(self, schedule: NoiseSchedule):
+        super().__init__()
+        # A plain, non-persistent buffer: moves with the module, never enters a checkpoint.
+        self.register_buffer("alphas_cumprod", schedule.alphas_cumprod.to(torch.float64), persistent=False)
+
+    @property
+    def schedule(self) -> NoiseSchedule:
+        return NoiseSchedule(self.alphas_cumprod)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return self.alphas_cumprod.numel()
+
+    def train(self, mode: bool = True):  # a prior stays in eval mode, whatever its parent does
+        return super().train(False)
+
+    def _eps(self, z_t: Tensor, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def predict_eps(self, z_t: Tensor, t) -> Tensor:
+        """Noise prediction eps_hat(z_t, t); ``t`` is an int or a per-sample integer tensor."""
+        t = torch.as_tensor(t, device=z_t.device).long()
+        if t.ndim == 0:
+            t = t.expand(z_t.shape[0])
+        return self._eps(z_t, t)
+
+    def predict_x0(self, z_t: Tensor, t) -> Tensor:
+        """Tweedie estimate E[z_0 | z_t] (paper 000, Eq. 3)."""
+        return x0_from_eps(self.schedule, z_t, self.predict_eps(z_t, t).to(z_t.dtype), t)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Image -> the space the diffusion runs in (identity for pixel priors)."""
+        return x
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Diffusion space -> image in [-1, 1] (identity for pixel priors)."""
+        return z
+
+    def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape (C, H, W) of the diffusion variable for an image of shape (C, H, W)."""
+        return tuple(image_shape)
+
+    def image_channels(self) -> int | None:
+        """Number of image channels the prior expects, or None if any."""
+        return None
+
+
+def convert_prediction(kind: str, out: Tensor, z_t: Tensor, schedule: NoiseSchedule, t: Tensor) -> Tensor:
+    """Turn a network output of the given diffusers ``prediction_type`` into a noise prediction."""
+    if kind == "epsilon":
+        return out
+    if kind == "sample":
+        return eps_from_x0(schedule, z_t, out, t)
+    if kind == "v_prediction":  # v = alpha eps - sigma x  =>  eps = sigma z_t + alpha v
+        a = schedule.alpha(t).to(z_t.dtype).view(-1, *([1] * (z_t.ndim - 1)))
+        s = schedule.sigma(t).to(z_t.dtype).view(-1, *([1] * (z_t.ndim - 1)))
+        return s * z_t + a * out
+    raise ValueError(f"unsupported prediction_type {kind!r}")

@@ -1,0 +1,59 @@
+"""An inpainting query (image + mask) and the checks every user input goes through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .errors import MaskError, ShapeError, check_finite
+
+
+def validate_mask(mask: Tensor, name: str = "mask") -> Tensor:
+    """A (1, H, W) binary float mask with at least one observed pixel (1 = observed)."""
+    mask = torch.as_tensor(mask)
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3 or mask.shape[0] != 1:
+        raise ShapeError(f"{name} must have shape (H, W) or (1, H, W), got {tuple(mask.shape)}")
+    check_finite(name, mask.float())
+    values = torch.unique(mask)
+    if not torch.isin(values, torch.tensor([0, 1], dtype=values.dtype)).all():
+        raise MaskError(f"{name} must be binary (0 = missing, 1 = observed); found values {values[:6].tolist()}")
+    if mask.sum() == 0:
+        raise MaskError(f"{name} has no observed pixel: nothing to condition on")
+    return mask.float()
+
+
+def validate_image(image: Tensor, channels: int | None = None, name: str = "image") -> Tensor:
+    """A (C, H, W) float image in [-1, 1] with the expected channel count."""
+    image = torch.as_tensor(image)
+    if image.ndim != 3:
+        raise ShapeError(f"{name} must have shape (C, H, W), got {tuple(image.shape)}")
+    if channels is not None and image.shape[0] != channels:
+        raise ShapeError(f"{name} has {image.shape[0]} channels but the prior expects {channels}")
+    check_finite(name, image)
+    if image.min() < -1.001 or image.max() > 1.001:
+        raise ShapeError(f"{name} values must lie in [-1, 1], found [{float(image.min()):.3g}, {float(image.max()):.3g}]")
+    return image.float()
+
+
+@dataclass
+class Query:
+    """One inpainting query: the observed image y = m * x, its mask, and (optionally) the truth."""
+
+    name: str
+    observed: Tensor  # (C, H, W), zero where missing
+    mask: Tensor  # (1, H, W), 1 = observed
+    truth: Tensor | None = None
+
+
+def make_query(name: str, image: Tensor, mask: Tensor, channels: int | None = None, truth_known: bool = True) -> Query:
+    """Validate an image and mask and build the query (the image is masked here)."""
+    image = validate_image(image, channels)
+    mask = validate_mask(mask)
+    if mask.shape[-2:] != image.shape[-2:]:
+        raise ShapeError(f"mask size {tuple(mask.shape[-2:])} does not match image size {tuple(image.shape[-2:])} "
+                         f"for query {name!r}")
+    return Query(name, image * mask, mask, image if truth_known else None)

@@ -1,0 +1,152 @@
+"""Noise schedules and Gaussian diffusion transitions (pure functions, float64-safe).
+
+Conventions (paper 000, Eq. 1): ``z_t = alpha_t x + sigma_t eps`` with integer DDPM times
+``t in {0, ..., T-1}``; ``t = -1`` stands for the clean data (alpha = 1, sigma = 0), so that a
+transition to ``s = -1`` lands on x itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+DATA_TIME = -1  # the time index of clean data: alpha = 1, sigma = 0
+
+
+def betas_for(schedule: str, num_steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> Tensor:
+    """The betas table of a named schedule, as diffusers defines them (float64)."""
+    if schedule == "linear":
+        return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+    if schedule == "scaled_linear":  # Stable Diffusion / LDM
+        return torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2
+    if schedule == "squaredcos_cap_v2":  # Nichol & Dhariwal 2021, Eq. 17
+        f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        b = [min(1 - f((i + 1) / num_steps) / f(i / num_steps), 0.999) for i in range(num_steps)]
+        return torch.tensor(b, dtype=torch.float64)
+    raise ValueError(f"unknown beta schedule {schedule!r}; use linear, scaled_linear or squaredcos_cap_v2")
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """A variance-preserving schedule given by its cumulative alphas (float64 table)."""
+
+    alphas_cumprod: Tensor
+
+    @classmethod
+    def from_betas(cls, betas: Tensor) -> "NoiseSchedule":
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        if betas.ndim != 1 or (betas <= 0).any() or (betas >= 1).any():
+            raise ValueError("betas must be a 1-D table with values in (0, 1)")
+        return cls(torch.cumprod(1.0 - betas, dim=0))
+
+    @classmethod
+    def linear(cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 2e-2) -> "NoiseSchedule":
+        return cls.from_betas(betas_for("linear", num_steps, beta_start, beta_end))
+
+    @classmethod
+    def from_scheduler_config(cls, config) -> "NoiseSchedule":
+        """Build from a diffusers scheduler config (dict or FrozenDict)."""
+        if config.get("trained_betas") is not None:
+            return cls.from_betas(torch.tensor(config["trained_betas"], dtype=torch.float64))
+        return cls.from_betas(
+            betas_for(
+                config.get("beta_schedule", "linear"),
+                int(config.get("num_train_timesteps", 1000)),
+                float(config.get("beta_start", 1e-4)),
+                float(config.get("beta_end", 2e-2)),
+            )
+        )
+
+    @property
+    def num_steps(self) -> int:
+        return self.alphas_cumprod.numel()
+
+    def _table(self, t) -> Tensor:
+        t = torch.as_tensor(t, device=self.alphas_cumprod.device).long()
+        if (t < DATA_TIME).any() or (t >= self.num_steps).any():
+            raise ValueError(f"time index out of range [{DATA_TIME}, {self.num_steps - 1}]: {t}")
+        padded = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod])
+        return padded[t + 1]
+
+    def alpha(self, t) -> Tensor:
+        """alpha_t = sqrt(alphabar_t) (float64)."""
+        return self._table(t).sqrt()
+
+    def sigma(self, t) -> Tensor:
+        """sigma_t = sqrt(1 - alphabar_t) (float64)."""
+        return (1.0 - self._table(t)).sqrt()
+
+    def snr(self, t) -> Tensor:
+        """SNR(t) = alpha_t^2 / sigma_t^2 (float64)."""
+        ab = self._table(t)
+        return ab / (1.0 - ab)
+
+    def to(self, device) -> "NoiseSchedule":
+        return NoiseSchedule(self.alphas_cumprod.to(device))
+
+
+def _bcast(v: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-sample (or scalar) coefficient to broadcast against ``like``; cast to its dtype."""
+    v = v.to(like.device, like.dtype)
+    return v.reshape(v.shape + (1,) * (like.ndim - v.ndim)) if v.ndim else v
+
+
+def transition_std(schedule: NoiseSchedule, s, t, eta: float = 1.0) -> Tensor:
+    """Std of q(z_s | z_t, x) in the DDIM eta family (float64); eta = 1 is the DDPM posterior.
+
+    With alpha_{t|s} = alpha_t / alpha_s and sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2,
+    the DDPM posterior variance is sigma_{t|s}^2 sigma_s^2 / sigma_t^2 (paper 000, App. B.1).
+    """
+    a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
+    var_ts = sg_t**2 - (a_t / a_s) ** 2 * sg_s**2
+    return eta * (var_ts * sg_s**2 / sg_t**2).clamp_min(0).sqrt()
+
+
+def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Mean and std of q(z_s | z_t, x) for any s < t (jumps allowed), DDIM eta family.
+
+    mean = alpha_s x + sqrt(sigma_s^2 - std^2) (z_t - alpha_t x) / sigma_t; it keeps the marginal
+    q(z_s | x) = N(alpha_s x, sigma_s^2) for every eta, and equals the DDPM posterior at eta = 1.
+    The coefficients are computed in float64, then cast to z_t's dtype.
+    """
+    s, t = torch.as_tensor(s), torch.as_tensor(t)
+    if (s >= t).any():
+        raise ValueError(f"a transition needs s < t, got s={s.tolist()} t={t.tolist()}")
+    std = transition_std(schedule, s, t, eta)
+    a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
+    c_eps = (sg_s**2 - std**2).clamp_min(0).sqrt() / sg_t
+    mean = _bcast(a_s - c_eps * a_t, z_t) * x + _bcast(c_eps, z_t) * z_t
+    return mean, _bcast(std, z_t).expand_as(mean)
+
+
+def prior_transition(schedule: NoiseSchedule, z_t: Tensor, x0_hat: Tensor, s, t, eta: float = 1.0):
+    """p(z_s | z_t) = q(z_s | z_t, x = x0_hat(z_t, t)) (paper 000, Eq. 3)."""
+    return transition(schedule, z_t, x0_hat, s, t, eta)
+
+
+def gaussian_kl(mean_q: Tensor, std_q: Tensor, mean_p: Tensor, std_p: Tensor) -> Tensor:
+    """Elementwise KL(N(mean_q, std_q^2) || N(mean_p, std_p^2)) between diagonal Gaussians."""
+    var_q, var_p = std_q**2, std_p**2
+    return torch.log(std_p / std_q) + (var_q + (mean_q - mean_p) ** 2) / (2 * var_p) - 0.5
+
+
+def gaussian_entropy(std: Tensor) -> Tensor:
+    """Elementwise differential entropy of N(., std^2)."""
+    return 0.5 * math.log(2 * math.pi * math.e) + torch.log(std)
+
+
+def x0_from_eps(schedule: NoiseSchedule, z_t: Tensor, eps: Tensor, t) -> Tensor:
+    """Tweedie / Eq. 3: x0_hat = (z_t - sigma_t eps) / alpha_t."""
+    return (z_t - _bcast(schedule.sigma(t), z_t) * eps) / _bcast(schedule.alpha(t), z_t)
+
+
+def eps_from_x0(schedule: NoiseSchedule, z_t: Tensor, x0: Tensor, t) -> Tensor:
+    return (z_t - _bcast(schedule.alpha(t), z_t) * x0) / _bcast(schedule.sigma(t), z_t)
+
+
+def diffuse(schedule: NoiseSchedule, x: Tensor, t, noise: Tensor) -> Tensor:
+    """Sample q(z_t | x) = N(alpha_t x, sigma_t^2) with the given standard normal noise (Eq. 1)."""
+    return _bcast(schedule.alpha(t), x) * x + _bcast(schedule.sigma(t), x) * noise
