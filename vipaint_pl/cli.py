@@ -1,22 +1,44 @@
-"""The ``vipaint`` command."""
+"""The ``vipaint`` command: LightningCLI with ``fit``, ``predict``, ``inpaint`` (fit, then predict)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningCLI
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="vipaint",
-        description="Inpainting and linear inverse problems with pretrained diffusion priors (VIPaint and baselines).",
-    )
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    args = parser.parse_args(argv)
-    if args.version:
-        from . import __version__
 
-        print(__version__)
+class VipaintTrainer(Trainer):
+    """A Trainer with one more entry point: ``inpaint`` fits each query's posterior, then samples."""
+
+    def inpaint(self, model, datamodule=None, ckpt_path: str | None = None):
+        self.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        return self.predict(model, datamodule=datamodule)
+
+
+class VipaintCLI(LightningCLI):
+    @staticmethod
+    def subcommands():
+        commands = dict(LightningCLI.subcommands())
+        commands["inpaint"] = {"model", "datamodule"}
+        return {k: v for k, v in commands.items() if k in ("fit", "predict", "inpaint")}
+
+
+TRAINER_DEFAULTS = {
+    "max_steps": 50,
+    "inference_mode": False,  # DPS needs gradients at predict time
+    "default_root_dir": "outputs",
+    "log_every_n_steps": 1,
+    "enable_model_summary": False,
+}
+
+
+def main(args=None) -> int:
+    from .lightning import InpaintingModule, QueryDataModule
+
+    VipaintCLI(InpaintingModule, QueryDataModule, trainer_class=VipaintTrainer, subclass_mode_model=True,
+               trainer_defaults=TRAINER_DEFAULTS, save_config_kwargs={"overwrite": True},
+               auto_configure_optimizers=False, args=args)
     return 0
 
 

@@ -41,7 +41,7 @@ def validate_image(image: Tensor, channels: int | None = None, name: str = "imag
 
 @dataclass
 class Query:
-    """One inpainting query: the observed image y = m * x, its mask, and (optionally) the truth."""
+    """One query: the observed image (A^+ y, zero where missing), its mask, and (optionally) the truth."""
 
     name: str
     observed: Tensor  # (C, H, W), zero where missing

@@ -1,0 +1,6 @@
+from .data import QueryDataModule, make_operator
+from .module import InpaintingModule, PriorSpec, SamplingConfig, VIPaintModule
+from .writer import PredictionWriter
+
+__all__ = ["QueryDataModule", "make_operator", "InpaintingModule", "PriorSpec", "SamplingConfig", "VIPaintModule",
+           "PredictionWriter"]

@@ -1,0 +1,125 @@
+"""The queries to solve: images (a file or folder) with masks (files or a generator), and the task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from .. import rng
+from ..errors import ConfigError, ImageReadError
+from ..image_io import list_images, load_image
+from ..masks import MASK_KINDS, make_mask, read_mask
+from ..operators import GaussianBlur, Inpainting, SuperResolution
+from ..queries import Query, make_query
+
+TASKS = ("inpainting", "super_resolution", "deblur")
+
+
+def make_operator(task: str, masks: torch.Tensor, **kwargs):
+    """The measurement operator of a task for a batch of masks (B, 1, H, W)."""
+    if task == "inpainting":
+        return Inpainting(masks)
+    if task == "super_resolution":
+        return SuperResolution(int(kwargs.get("factor", 4)))
+    if task == "deblur":
+        return GaussianBlur(int(kwargs.get("kernel_size", 9)), float(kwargs.get("sigma", 2.0)))
+    raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+
+
+class _Steps(IterableDataset):
+    """An endless stream of step numbers: each optimization step uses every local query."""
+
+    def __iter__(self):
+        step = 0
+        while True:
+            yield step
+            step += 1
+
+
+class QueryDataModule(L.LightningDataModule):
+    """Queries for fit / predict.
+
+    Args:
+        images: an image file or a folder of images.
+        masks: a mask file (used for every image) or a folder with one mask per image (same file stem);
+            white = missing unless ``mask_missing="black"``. If None, masks come from ``mask_kind``.
+        mask_kind: generator used when ``masks`` is None: random, small, half, box, extreme.
+        image_size: resize (centre crop) to this size; None keeps the file's size.
+        channels: 3 (RGB) or 1 (greyscale).
+        task: inpainting, super_resolution (task_kwargs: factor) or deblur (kernel_size, sigma).
+        output_dir: where predictions are written.
+        limit: use only the first ``limit`` images.
+    """
+
+    def __init__(self, images: str, masks: str | None = None, mask_kind: str = "random", image_size: int | None = None,
+                 channels: int = 3, mask_missing: str = "white", mask_threshold: float | None = None,
+                 task: str = "inpainting", task_kwargs: dict | None = None, seed: int = 0,
+                 output_dir: str = "outputs/results", limit: int | None = None, query_batch_size: int = 4):
+        super().__init__()
+        if task not in TASKS:
+            raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        if masks is None and mask_kind not in MASK_KINDS:
+            raise ConfigError(f"unknown mask_kind {mask_kind!r}; choose one of {', '.join(MASK_KINDS)}")
+        self.images, self.masks, self.mask_kind = images, masks, mask_kind
+        self.image_size, self.channels = image_size, channels
+        self.mask_missing, self.mask_threshold = mask_missing, mask_threshold
+        self.task, self.task_kwargs = task, dict(task_kwargs or {})
+        self.seed, self.output_dir, self.limit = seed, output_dir, limit
+        self.query_batch_size = query_batch_size
+        self.queries: list[Query] | None = None
+
+    def _image_files(self) -> list[Path]:
+        path = Path(self.images)
+        if path.is_file():
+            return [path]
+        if not path.exists():
+            raise ImageReadError(f"images path {self.images!r} does not exist")
+        files = list_images(path)
+        return files[: self.limit] if self.limit else files
+
+    def _mask_for(self, image_file: Path, h: int, w: int) -> torch.Tensor:
+        size = (h, w)
+        if self.masks is None:
+            seed = rng.query_seed(self.seed, image_file.stem, "mask")
+            return make_mask(self.mask_kind, h, w, np.random.default_rng(seed))
+        path = Path(self.masks)
+        if path.is_dir():
+            matches = [p for p in list_images(path) if p.stem == image_file.stem]
+            if not matches:
+                raise ImageReadError(f"no mask named {image_file.stem}.* in {self.masks!r} for image {image_file.name!r}")
+            path = matches[0]
+        return read_mask(path, size=size, missing=self.mask_missing, threshold=self.mask_threshold)
+
+    def build_queries(self) -> list[Query]:
+        queries = []
+        for f in self._image_files():
+            image = load_image(f, self.image_size, self.channels)
+            mask = self._mask_for(f, *image.shape[-2:])
+            if mask.shape[-2:] != image.shape[-2:]:
+                raise ImageReadError(f"mask for {f.name!r} is {tuple(mask.shape[-2:])}, image is {tuple(image.shape[-2:])}")
+            queries.append(make_query(f.stem, image, mask, self.channels))
+        if self.task != "inpainting":  # the observation is A(x); the mask is all ones
+            for q in queries:
+                q.mask = torch.ones_like(q.mask)
+                op = make_operator(self.task, q.mask[None], **self.task_kwargs)
+                q.observed = op.pinv(op(q.truth[None]))[0]
+        return queries
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.queries is None:
+            self.queries = self.build_queries()
+
+    def local_indices(self, rank: int, world_size: int) -> list[int]:
+        """The fixed shard of queries a rank owns: every world_size-th, starting at its rank."""
+        return list(range(len(self.queries)))[rank::world_size]
+
+    def train_dataloader(self):
+        return DataLoader(_Steps(), batch_size=None)
+
+    def predict_dataloader(self):
+        n = self.trainer.lightning_module.num_local_queries if self.trainer else len(self.queries)
+        return DataLoader(list(range(n)), batch_size=self.query_batch_size, shuffle=False)
