@@ -42,6 +42,10 @@ class SamplingConfig:
     paste_observed: bool = True  # replace the observed part: x + A^+ (y - A x)
 
 
+# Plain-data hyperparameters: allowed in checkpoints loaded with torch.load(weights_only=True).
+torch.serialization.add_safe_globals([PriorSpec, SamplingConfig, BoundConfig, InitConfig])
+
+
 class InpaintingModule(L.LightningModule):
     """Shared shell: frozen prior, the local queries as buffers, operators per batch, predict output."""
 

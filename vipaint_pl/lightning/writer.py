@@ -39,6 +39,9 @@ class PredictionWriter(BasePredictionWriter):
         self.output_dir = output_dir
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-        out = Path(self.output_dir or getattr(trainer.datamodule, "output_dir", "outputs/results"))
+        out = self.output_dir or getattr(trainer.datamodule, "output_dir", None)
+        if out is None:  # in-memory use (the Python API): nothing to write
+            return
+        out = Path(out)
         for result in prediction:
             write_result(result, out / result["name"])

@@ -187,3 +187,45 @@ def vipaint_bound(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
              "diffusion": per_query(diff), "entropy": entropy}
     terms["loss"] = terms["reconstruction"] + cfg.beta * (terms["hierarchical_kl"] + terms["diffusion"] - entropy)
     return terms
+
+
+def fit_vipaint(prior, operator, y: Tensor, times: list[int], steps: int = 50, bound: BoundConfig | None = None,
+                init: InitConfig | None = None, lr: tuple[float, float, float] = (0.1, 0.001, 0.01),
+                seed: int = 0, names: list[str] | None = None, callback=None) -> HierarchicalPosterior:
+    """Fit VIPaint's posterior for a batch of observations y (B, ...) without Lightning (scripts, oracles).
+
+    ``operator`` acts on a batch of B * S samples. Same bound, optimizer and schedule as the
+    LightningModule (Adam betas (0.9, 0.99), StepLR(10, 0.99)); ``callback(step, terms)`` sees each step.
+    """
+    bound, init = bound or BoundConfig(), init or InitConfig()
+    names = names or [str(i) for i in range(y.shape[0])]
+    idx = torch.arange(y.shape[0])
+    with torch.no_grad():
+        z_obs = prior.encode(operator.pinv(y.repeat_interleave(bound.mc_samples, 0))[:: bound.mc_samples])
+    post = HierarchicalPosterior(times, y.shape[0], tuple(z_obs.shape[1:])).to(y.device)
+    post.initialize(prior, z_obs.float(), init, rng.generators(seed, names, "init"))
+    opt = torch.optim.Adam([{"params": [post.mu], "lr": lr[0]}, {"params": [post.log_std], "lr": lr[1]},
+                            {"params": [post.gamma], "lr": lr[2]}], betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.99)
+    for step in range(steps):
+        terms = vipaint_bound(prior, post, operator, y, idx, rng.generators(seed, names, f"fit/{step}"), bound)
+        opt.zero_grad()
+        terms["loss"].sum().backward()
+        opt.step()
+        sched.step()
+        if callback is not None:
+            callback(step, {k: v.detach() for k, v in terms.items()})
+    return post
+
+
+def sample_vipaint(prior, post: HierarchicalPosterior, operator, y: Tensor, num_samples: int, steps: int = 50,
+                   dps_step_size: float = 0.0, eta: float = 0.2, seed: int = 0, names: list[str] | None = None) -> Tensor:
+    """Phase 2 for a fitted posterior: (B * num_samples, ...) clean codes; ``operator`` acts on that batch."""
+    from .guidance import guided_reverse_diffusion
+
+    names = names or [str(i) for i in range(y.shape[0])]
+    gens = rng.generators(seed, names, "predict")
+    with torch.no_grad():
+        _, z, _ = post.sample(prior, torch.arange(y.shape[0]), num_samples, gens)
+    return guided_reverse_diffusion(prior, z, post.times[-1], operator, y.repeat_interleave(num_samples, 0), gens,
+                                    num_samples, steps, dps_step_size, eta)

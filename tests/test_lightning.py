@@ -1,0 +1,117 @@
+"""The Lightning shell and the CLI on tiny diffusers priors saved locally."""
+
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from vipaint_pl.cli import VipaintTrainer, main
+from vipaint_pl.errors import ConfigError
+from vipaint_pl.image_io import save_image
+from vipaint_pl.lightning import PriorSpec, QueryDataModule, SamplingConfig, VIPaintModule
+from vipaint_pl.priors.tiny import save_tiny_latent_prior, save_tiny_pixel_prior
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ws")
+    save_tiny_pixel_prior(root / "pixel", size=16)
+    save_tiny_latent_prior(root / "latent", kind="vq", size=8)
+    g = torch.Generator().manual_seed(0)
+    for i in range(3):
+        save_image(torch.rand(3, 16, 16, generator=g) * 2 - 1, root / "images" / f"im{i}.png")
+    return root
+
+
+def _module(ws, **kw):
+    kw.setdefault("sampling", SamplingConfig(num_samples=2, steps=4))
+    return VIPaintModule(PriorSpec("pixel", str(ws / "pixel")), k=2, times=[30, 20], log_images_every_n_steps=0, **kw)
+
+
+def _trainer(ws, steps, **kw):
+    return VipaintTrainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                          inference_mode=False, default_root_dir=str(ws / "runs"), **kw)
+
+
+def _data(ws, out="out", **kw):
+    return QueryDataModule(str(ws / "images"), mask_kind="half", output_dir=str(ws / out), **kw)
+
+
+def test_result_does_not_depend_on_batch_composition(workspace):
+    results = []
+    for bs in (1, 3):
+        m = _module(workspace, query_batch_size=bs)
+        t = _trainer(workspace, 3, enable_checkpointing=False)
+        preds = t.inpaint(m, datamodule=_data(workspace, query_batch_size=bs))
+        results.append((m.posterior.mu.detach().clone(), torch.cat([r["samples"] for b in preds for r in b])))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoint_holds_no_prior_and_resume_reproduces(workspace):
+    full = _module(workspace)
+    _trainer(workspace, 4, enable_checkpointing=False).fit(full, datamodule=_data(workspace))
+    ckdir = workspace / "ck"
+    first = _module(workspace)
+    t = VipaintTrainer(max_steps=2, logger=False, enable_progress_bar=False, inference_mode=False,
+                       default_root_dir=str(ckdir))
+    t.fit(first, datamodule=_data(workspace))
+    ckpt = next(ckdir.rglob("*.ckpt"))
+    state = torch.load(ckpt, weights_only=False)["state_dict"]
+    assert set(state) == {"posterior.mu", "posterior.log_std", "posterior.gamma"}
+    resumed = _module(workspace)
+    _trainer(workspace, 4, enable_checkpointing=False).fit(resumed, datamodule=_data(workspace), ckpt_path=str(ckpt))
+    torch.testing.assert_close(resumed.posterior.mu, full.posterior.mu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(resumed.posterior.gamma, full.posterior.gamma)
+    shutil.rmtree(ckdir)
+
+
+def test_observed_pixels_are_kept_and_writer_output(workspace):
+    m = _module(workspace)
+    preds = _trainer(workspace, 2, enable_checkpointing=False).inpaint(m, datamodule=_data(workspace, out="w"))
+    r = preds[0][0]
+    assert r["samples"].shape == (2, 3, 16, 16)
+    assert (r["samples"] * r["mask"] - r["truth"] * r["mask"]).abs().max() < 1e-5
+    files = {p.name for p in (workspace / "w" / r["name"]).iterdir()}
+    assert {"grid.png", "mean.png", "result.pt", "sample_00.png", "sample_01.png"} <= files
+
+
+def test_bad_configuration_errors(workspace):
+    with pytest.raises(ConfigError, match="Te > Ts"):
+        VIPaintModule(PriorSpec("pixel", str(workspace / "pixel")), k=2, times=[20, 30])
+    with pytest.raises(ConfigError, match="K >= 1"):
+        VIPaintModule(PriorSpec("pixel", str(workspace / "pixel")), k=0)
+    with pytest.raises(ConfigError, match="unknown task"):
+        QueryDataModule(str(workspace / "images"), task="colorize")
+    m = _module(workspace)
+    with pytest.raises(ConfigError, match="channels"):
+        _trainer(workspace, 1, enable_checkpointing=False).fit(m, datamodule=_data(workspace, channels=1))
+
+
+def _config(ws, prior_kind, out):
+    return {
+        "model": {"class_path": "vipaint_pl.lightning.VIPaintModule",
+                  "init_args": {"prior": {"kind": prior_kind, "source": str(ws / prior_kind)}, "k": 2,
+                                "times": [30, 20], "sampling": {"num_samples": 2, "steps": 3}}},
+        "data": {"images": str(ws / "images"), "mask_kind": "random", "output_dir": str(ws / out)},
+        "trainer": {"max_steps": 2, "default_root_dir": str(ws / f"runs_{prior_kind}"), "enable_progress_bar": False},
+    }
+
+
+@pytest.mark.parametrize("prior_kind", ["pixel", "latent"])
+def test_cli_inpaint_then_predict_from_checkpoint(workspace, prior_kind):
+    cfg = workspace / f"{prior_kind}.yaml"
+    cfg.write_text(yaml.safe_dump(_config(workspace, prior_kind, f"cli_{prior_kind}")))
+    main(["inpaint", "--config", str(cfg)])
+    assert (workspace / f"cli_{prior_kind}" / "im2" / "grid.png").is_file()
+    ckpt = next((workspace / f"runs_{prior_kind}").rglob("*.ckpt"))
+    main(["predict", "--config", str(cfg), "--ckpt_path", str(ckpt), "--data.output_dir",
+          str(workspace / f"pred_{prior_kind}"), "--model.init_args.sampling.num_samples", "3"])
+    assert (workspace / f"pred_{prior_kind}" / "im0" / "sample_02.png").is_file()
+
+
+def test_cli_rejects_unknown_method(workspace, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--model", "vipaint_pl.lightning.NoSuchMethod", "--data.images", str(workspace / "images")])
+    assert "NoSuchMethod" in capsys.readouterr().err
