@@ -115,3 +115,11 @@ def test_cli_rejects_unknown_method(workspace, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--model", "vipaint_pl.lightning.NoSuchMethod", "--data.images", str(workspace / "images")])
     assert "NoSuchMethod" in capsys.readouterr().err
+
+
+def test_bf16_mixed_runs_and_keeps_parameters_float32(workspace):
+    m = _module(workspace)
+    preds = _trainer(workspace, 2, enable_checkpointing=False, precision="bf16-mixed").inpaint(
+        m, datamodule=_data(workspace, out="bf16"))
+    assert m.posterior.mu.dtype == torch.float32 and m.prior.alphas_cumprod.dtype == torch.float64
+    assert torch.isfinite(preds[0][0]["samples"]).all()
