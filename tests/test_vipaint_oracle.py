@@ -73,4 +73,4 @@ def test_vipaint_beats_prior_and_replacement_on_the_exact_posterior(k):
     assert sw(xs) < 0.25 * sw(replaced) < sw(prior_samples)
     assert sum(losses[-20:]) < sum(losses[:20])  # the bound decreases
     # observed coordinates follow y: the sample mean there matches the exact posterior mean (std 0.45)
-    assert (xs[:, [0, 1, 4, 5]].mean(0) - post.mean()[[0, 1, 4, 5]].float()).abs().max() < 0.35
+    assert (xs[:, [0, 1, 4, 5]].mean(0) - post.mean()[[0, 1, 4, 5]].float()).abs().max() < 0.3

@@ -82,7 +82,6 @@ class QueryDataModule(L.LightningDataModule):
         return files[: self.limit] if self.limit else files
 
     def _mask_for(self, image_file: Path, h: int, w: int) -> torch.Tensor:
-        size = (h, w)
         if self.masks is None:
             seed = rng.query_seed(self.seed, image_file.stem, "mask")
             return make_mask(self.mask_kind, h, w, np.random.default_rng(seed))
@@ -92,15 +91,13 @@ class QueryDataModule(L.LightningDataModule):
             if not matches:
                 raise ImageReadError(f"no mask named {image_file.stem}.* in {self.masks!r} for image {image_file.name!r}")
             path = matches[0]
-        return read_mask(path, size=size, missing=self.mask_missing, threshold=self.mask_threshold)
+        return read_mask(path, size=(h, w), missing=self.mask_missing, threshold=self.mask_threshold)
 
     def build_queries(self) -> list[Query]:
         queries = []
         for f in self._image_files():
             image = load_image(f, self.image_size, self.channels)
             mask = self._mask_for(f, *image.shape[-2:])
-            if mask.shape[-2:] != image.shape[-2:]:
-                raise ImageReadError(f"mask for {f.name!r} is {tuple(mask.shape[-2:])}, image is {tuple(image.shape[-2:])}")
             queries.append(make_query(f.stem, image, mask, self.channels))
         if self.task != "inpainting":  # the observation is A(x); the mask is all ones
             for q in queries:

@@ -200,7 +200,7 @@ def fit_vipaint(prior, operator, y: Tensor, times: list[int], steps: int = 50, b
     bound, init = bound or BoundConfig(), init or InitConfig()
     names = names or [str(i) for i in range(y.shape[0])]
     idx = torch.arange(y.shape[0])
-    with torch.no_grad():
+    with torch.no_grad():  # the operator acts on B * S samples: repeat y, apply A^+, keep one per query
         z_obs = prior.encode(operator.pinv(y.repeat_interleave(bound.mc_samples, 0))[:: bound.mc_samples])
     post = HierarchicalPosterior(times, y.shape[0], tuple(z_obs.shape[1:])).to(y.device)
     post.initialize(prior, z_obs.float(), init, rng.generators(seed, names, "init"))

@@ -45,9 +45,6 @@ class _UNetPrior(DiffusionPrior):
 class PixelDiffusersPrior(_UNetPrior):
     """A pixel-space ``UNet2DModel`` + DDPM schedule (e.g. ``google/ddpm-ema-church-256``)."""
 
-    def __init__(self, unet: nn.Module, scheduler_config: dict):
-        super().__init__(unet, scheduler_config)
-
     @classmethod
     def from_pretrained(cls, source: str, **kw) -> "PixelDiffusersPrior":
         from diffusers import UNet2DModel
@@ -58,9 +55,6 @@ class PixelDiffusersPrior(_UNetPrior):
 
     def image_channels(self) -> int:
         return int(self.unet.config.in_channels)
-
-    def latent_shape(self, image_shape):
-        return tuple(image_shape)
 
 
 class _AutoencodedPrior(_UNetPrior):
