@@ -1,6 +1,7 @@
 from .data import QueryDataModule, make_operator
 from .module import InpaintingModule, PriorSpec, SamplingConfig, VIPaintModule
+from .strategy import PerQueryDDPStrategy
 from .writer import PredictionWriter
 
 __all__ = ["QueryDataModule", "make_operator", "InpaintingModule", "PriorSpec", "SamplingConfig", "VIPaintModule",
-           "PredictionWriter"]
+           "PredictionWriter", "PerQueryDDPStrategy"]

@@ -40,6 +40,20 @@ class _Steps(IterableDataset):
             step += 1
 
 
+class _LocalBatches(IterableDataset):
+    """Batches of local query indices. Iterable, so no distributed sampler re-shards a rank's own shard."""
+
+    def __init__(self, n: int, batch_size: int):
+        self.n, self.batch_size = n, batch_size
+
+    def __iter__(self):
+        for i in range(0, self.n, self.batch_size):
+            yield list(range(i, min(i + self.batch_size, self.n)))
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+
 class QueryDataModule(L.LightningDataModule):
     """Queries for fit / predict.
 
@@ -119,4 +133,4 @@ class QueryDataModule(L.LightningDataModule):
 
     def predict_dataloader(self):
         n = self.trainer.lightning_module.num_local_queries if self.trainer else len(self.queries)
-        return DataLoader(list(range(n)), batch_size=self.query_batch_size, shuffle=False)
+        return DataLoader(_LocalBatches(n, self.query_batch_size), batch_size=None)

@@ -7,6 +7,7 @@ hyperparameters so that ``predict --ckpt_path`` honours the command line.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -20,6 +21,7 @@ from ..methods.vipaint import BoundConfig, HierarchicalPosterior, InitConfig, hi
 from ..perceptual import build_perceptual
 from ..priors import DiffusionPrior, load_prior
 from .data import make_operator
+from .strategy import PerQueryDDPStrategy
 
 
 @dataclass
@@ -42,6 +44,10 @@ class SamplingConfig:
     paste_observed: bool = True  # replace the observed part: x + A^+ (y - A x)
 
 
+# The prior is frozen in eval mode on purpose; predict batches are index lists, not sampler indices.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+warnings.filterwarnings("ignore", message=r".*infer the batch indices.*")
+
 # Plain-data hyperparameters: allowed in checkpoints loaded with torch.load(weights_only=True).
 torch.serialization.add_safe_globals([PriorSpec, SamplingConfig, BoundConfig, InitConfig])
 
@@ -61,7 +67,14 @@ class InpaintingModule(L.LightningModule):
     # ---- queries -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
-        idx = dm.local_indices(self.global_rank, self.trainer.world_size)
+        world = self.trainer.world_size
+        if world > 1 and not isinstance(self.trainer.strategy, PerQueryDDPStrategy):
+            raise ConfigError(f"{type(self.trainer.strategy).__name__} would average the per-query posteriors of "
+                              f"{world} ranks; use strategy='per_query_ddp' for several devices")
+        idx = dm.local_indices(self.global_rank, world)
+        if not idx:
+            raise ConfigError(f"{len(dm.queries)} queries cannot be shared by {world} devices; use at most "
+                              f"{len(dm.queries)} devices")
         queries = [dm.queries[i] for i in idx]
         if self.names and self.names != [q.name for q in queries]:
             raise ConfigError("the queries changed between setup calls; use one datamodule per module")
