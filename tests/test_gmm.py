@@ -134,3 +134,18 @@ def test_shape_errors():
         prior.predict_eps(torch.zeros(2, 4), 10)
     with pytest.raises(ValueError, match="operator produces"):
         prior.exact_posterior(DenseLinear(torch.eye(3, dtype=torch.float64)), torch.zeros(2), 0.1)
+
+
+def test_isotropic_fast_path_matches_the_general_eigenbasis_path():
+    prior = grid_mixture_prior(6, seed=2)
+    scales = torch.linspace(0.5, 2.0, 25, dtype=torch.float64)
+    fast = GaussianMixturePrior(prior.mixture.weights, prior.mixture.means,
+                                scales[:, None, None] * torch.eye(6, dtype=torch.float64))
+    slow = GaussianMixturePrior(fast.mixture.weights, fast.mixture.means, fast.mixture.covs)
+    slow._isotropic = False
+    slow._lam, slow._vec = torch.linalg.eigh(slow.mixture.covs)
+    assert fast._isotropic
+    z = torch.randn(5, 6, dtype=torch.float64) * 6
+    for t in (0, 300, 900):
+        torch.testing.assert_close(fast.score(z, t), slow.score(z, t))
+        torch.testing.assert_close(fast.posterior_mean(z, t), slow.posterior_mean(z, t))

@@ -19,18 +19,18 @@ def descending_times(t_start: int, steps: int) -> list[int]:
     return times
 
 
-def residual_norm(operator, prior, x0: Tensor, y: Tensor) -> Tensor:
-    """||y - A(D(x0))|| per sample (un-squared, as DPS uses it; Chung et al. 2023, Alg. 1)."""
-    r = operator(prior.decode(x0)) - y
-    return r.flatten(1).norm(dim=1)
+def residual_norm(operator, prior, x0: Tensor, y: Tensor, squared: bool = False) -> Tensor:
+    """||y - A(D(x0))|| per sample (un-squared, as DPS uses it; Chung et al. 2023, Alg. 1), or its square."""
+    r = (operator(prior.decode(x0)) - y).flatten(1)
+    return r.pow(2).sum(1) if squared else r.norm(dim=1)
 
 
 def guided_reverse_diffusion(prior, z: Tensor, t_start: int, operator, y: Tensor, gens, per_query: int,
-                             steps: int, step_size: float, eta: float) -> Tensor:
+                             steps: int, step_size: float, eta: float, squared: bool = False) -> Tensor:
     """Reverse diffusion from z at ``t_start`` to the data, with DPS steps of size ``step_size``.
 
     Each step: x0 = E[z_0 | z_t] (Eq. 3); z_s ~ q(z_s | z_t, x0) (DDIM eta family);
-    z_s -= step_size * grad_z ||y - A(D(x0))|| (DPS). Returns the final clean code z_0.
+    z_s -= step_size * grad_z ||y - A(D(x0))|| (DPS, Alg. 1; squared: of ||.||^2). Returns the clean code z_0.
     """
     times = descending_times(t_start, steps)
     for t, s in zip(times[:-1], times[1:]):
@@ -39,7 +39,7 @@ def guided_reverse_diffusion(prior, z: Tensor, t_start: int, operator, y: Tensor
             x0 = prior.predict_x0(z, t)
             grad = None
             if step_size > 0:
-                (grad,) = torch.autograd.grad(residual_norm(operator, prior, x0, y).sum(), z)
+                (grad,) = torch.autograd.grad(residual_norm(operator, prior, x0, y, squared).sum(), z)
         mean, std = transition(prior.schedule, z.detach(), x0.detach(), s, t, eta)
         z = mean + std * rng.randn(gens, per_query, z.shape[1:], z)
         if grad is not None:

@@ -41,7 +41,11 @@ class GaussianMixture:
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, dtype=torch.float64, generator=generator)
-        return self.means[idx] + torch.einsum("nij,nj->ni", self._chol[idx], noise)
+        out = self.means[idx].clone()
+        for c in idx.unique().tolist():  # per component: memory O(n d), not O(n d^2)
+            rows = idx == c
+            out[rows] += noise[rows] @ self._chol[c].T
+        return out
 
     def component_log_prob(self, x: Tensor) -> Tensor:
         """log N(x; m_i, C_i) for every component: shape (B, n)."""
@@ -75,6 +79,17 @@ class GaussianMixturePrior(DiffusionPrior):
         # C_i = U_i diag(lam_i) U_i^T, so alpha^2 C_i + sigma^2 I is diagonal in the same basis for every t.
         lam, vec = torch.linalg.eigh(self.mixture.covs)
         self._lam, self._vec = lam.clamp_min(0), vec
+        eye = torch.eye(self.mixture.dim, dtype=torch.float64)
+        # isotropic components (c_i I): the rotation is the identity, skip the O(d^2) products
+        self._isotropic = bool(torch.allclose(self.mixture.covs, self.mixture.covs[:, :1, :1] * eye))
+        if self._isotropic:
+            self._lam = self.mixture.covs[:, :1, 0].expand(-1, self.mixture.dim).clamp_min(0)
+
+    def _rotate(self, v: Tensor, transpose: bool) -> Tensor:
+        """U v (or U^T v) per component; v is (B, n, d)."""
+        if self._isotropic:
+            return v
+        return torch.einsum("nji,bnj->bni" if transpose else "nij,bnj->bni", self._vec, v)
 
     def _flat(self, z: Tensor) -> Tensor:
         if tuple(z.shape[1:]) != self.event_shape:
@@ -87,12 +102,12 @@ class GaussianMixturePrior(DiffusionPrior):
         s = self.schedule.sigma(t).to(torch.float64)[:, None, None]
         x = self._flat(z)
         diff = x[:, None, :] - a * self.mixture.means[None]  # (B, n, d)
-        proj = torch.einsum("nji,bnj->bni", self._vec, diff)  # U^T (z - a m)
+        proj = self._rotate(diff, transpose=True)  # U^T (z - a m)
         var = a**2 * self._lam[None] + s**2  # (B, n, d) eigenvalues of the noisy covariance
         logp = -0.5 * (proj**2 / var).sum(-1) - 0.5 * torch.log(2 * math.pi * var).sum(-1)
         resp = torch.softmax(logp + self.mixture.weights.log()[None], dim=-1)
         # E[x | z, i] = m_i + C_i a (a^2 C_i + s^2 I)^-1 (z - a m_i)
-        cond = self.mixture.means[None] + torch.einsum("nij,bnj->bni", self._vec, a * self._lam[None] / var * proj)
+        cond = self.mixture.means[None] + self._rotate(a * self._lam[None] / var * proj, transpose=False)
         return resp, cond, proj, var
 
     def posterior_mean(self, z_t: Tensor, t) -> Tensor:
@@ -105,7 +120,7 @@ class GaussianMixturePrior(DiffusionPrior):
         """grad log p_t(z_t) (exact), shaped like z_t."""
         t = torch.as_tensor(t, device=z_t.device).long().expand(z_t.shape[0])
         resp, _, proj, var = self._noisy_components(z_t, t)
-        grad = -torch.einsum("nij,bnj->bni", self._vec, proj / var)
+        grad = -self._rotate(proj / var, transpose=False)
         return (resp[..., None] * grad).sum(1).reshape(z_t.shape).to(z_t.dtype)
 
     def _eps(self, z_t: Tensor, t: Tensor) -> Tensor:

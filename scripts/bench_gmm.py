@@ -1,0 +1,176 @@
+"""Exact-posterior benchmark: every method's samples against the true posterior of a Gaussian mixture.
+
+Recipe (Cardoso et al., ICLR 2024, as written in DESIGN.md), written out so the figures can be compared:
+- prior: 25 components, means (-8i, -8j) repeated over the dimension for i, j in {-2..2}, identity
+  covariances, weights from squared standard normals (seeded per problem);
+- operator (setting "svd"): A = U diag(s) V^T from the SVD of a Gaussian (d_y, d_x) matrix with s
+  replaced by sorted U[0, 1] draws; sigma_y = u * max(s), u ~ U[0, 1];
+  setting "inpaint": A keeps a random half of the coordinates, sigma_y = 0.05;
+- x ~ prior, y = A x + sigma_y n; exact posterior by the closed form (a mixture again);
+- diffusion: a standard DDPM schedule, 1000 steps, betas linear 1e-4 .. 2e-2; the exact denoiser;
+  DPS (zeta 0.5, un-squared norm; and the squared form) and Blended run 100 reverse steps (DDPM, eta 1);
+  VIPaint-K: 150 Adam steps on the bound (Gaussian likelihood with the true sigma_y, beta 1, 8 Monte
+  Carlo samples), then 40 reverse steps (eta 1) from Ts, without or with DPS (zeta 0.5);
+- metrics: sliced W2 between 1k method samples and 10k exact samples over 100 random projections,
+  max over projections (max-SW2, as the published table) and mean over projections (SW2); RMSE per
+  coordinate of the sample mean against the exact posterior mean; mode coverage: total variation
+  between the share of samples nearest each exact posterior component mean and that component's
+  exact weight. Medians over problems (and the interquartile range of max-SW2).
+
+    python scripts/bench_gmm.py --quick                  # one small cell, under a minute
+    python scripts/bench_gmm.py --out outputs/bench_gmm  # the full grid: JSON + Markdown table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vipaint_pl import rng
+from vipaint_pl.methods.blended import BlendedConfig, blended_sample
+from vipaint_pl.methods.dps import DPSConfig, dps_sample
+from vipaint_pl.methods.vipaint import BoundConfig, fit_vipaint, hierarchy_times, sample_vipaint
+from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
+from vipaint_pl.operators import DenseLinear, random_dense_operator
+from vipaint_pl.priors.gmm import grid_mixture_prior
+
+N_EXACT, N_METHOD, PROJECTIONS = 10_000, 1_000, 100
+
+
+def make_problem(setting: str, d_x: int, d_y: int, seed: int):
+    """(prior, operator, x, y, sigma_y) of one random problem."""
+    g = torch.Generator().manual_seed(seed)
+    prior = grid_mixture_prior(d_x, seed=seed)
+    if setting == "svd":
+        op = random_dense_operator(d_x, d_y, seed=seed + 1)
+        sigma_y = float(torch.rand((), generator=g, dtype=torch.float64)) * float(torch.linalg.svdvals(op.matrix).max())
+    else:
+        keep = torch.randperm(d_x, generator=g)[: d_x // 2].sort().values
+        op, sigma_y = DenseLinear(torch.eye(d_x, dtype=torch.float64)[keep]), 0.05
+    x = prior.sample(1, g)
+    y = op.measure(x, sigma_y, g)
+    return prior, op, x, y, sigma_y
+
+
+def vipaint_method(k: int, fit_steps: int, dps_step_size: float):
+    def run(prior, op, y, sigma_y, seed):
+        bound = BoundConfig(likelihood="gaussian", likelihood_scale=sigma_y, mc_samples=8)
+        post = fit_vipaint(prior, op, y, hierarchy_times(k), steps=fit_steps, bound=bound, seed=seed)
+        return sample_vipaint(prior, post, op, y, N_METHOD, steps=40, eta=1.0, dps_step_size=dps_step_size, seed=seed)
+
+    return run
+
+
+def sampler_method(fn, cfg):
+    def run(prior, op, y, sigma_y, seed):
+        gens = rng.generators(seed, ["0"], "predict")
+        return fn(prior, op, y, tuple(prior.event_shape), N_METHOD, gens, cfg)
+
+    return run
+
+
+def prior_method(prior, op, y, sigma_y, seed):
+    return prior.sample(N_METHOD, torch.Generator().manual_seed(seed))
+
+
+def methods(quick: bool) -> dict:
+    fit_steps, chain = 150, 50 if quick else 100  # 100 reverse steps, as the published GMM runs use
+    dps = DPSConfig(steps=chain)
+    return {
+        "prior (reference)": prior_method,
+        "VIPaint-1": vipaint_method(1, fit_steps, 0.0),
+        "VIPaint-2": vipaint_method(2, fit_steps, 0.0),
+        "VIPaint-4": vipaint_method(4, fit_steps, 0.0),
+        "VIPaint-2 + DPS 0.5": vipaint_method(2, fit_steps, 0.5),
+        "DPS": sampler_method(dps_sample, dps),
+        "DPS (squared)": sampler_method(dps_sample, replace(dps, squared=True)),
+        "Blended (replacement)": sampler_method(blended_sample, BlendedConfig(steps=chain)),
+    }
+
+
+def score(samples: torch.Tensor, post, exact: torch.Tensor) -> dict:
+    samples = samples.reshape(samples.shape[0], -1).double()
+    if not torch.isfinite(samples).all():
+        return {"max_sw2": float("nan"), "sw2": float("nan"), "mean_rmse": float("nan"), "mode_tv": float("nan")}
+    return {"max_sw2": sliced_wasserstein(samples, exact, PROJECTIONS, 2, "max"),
+            "sw2": sliced_wasserstein(samples, exact, PROJECTIONS, 2, "mean"),
+            "mean_rmse": float((samples.mean(0) - post.mean()).pow(2).mean().sqrt()),
+            "mode_tv": mode_coverage_tv(samples, post.means, post.weights)}
+
+
+def run_cell(setting: str, d_x: int, d_y: int, problems: int, quick: bool, log) -> dict:
+    rows: dict[str, list[dict]] = {}
+    for p in range(problems):
+        seed = 1000 * d_x + 10 * d_y + p
+        prior, op, x, y, sigma_y = make_problem(setting, d_x, d_y, seed)
+        post = prior.exact_posterior(op, y, sigma_y)
+        exact = post.sample(N_EXACT, torch.Generator().manual_seed(seed + 7)).double()
+        for name, fn in methods(quick).items():
+            start = time.time()
+            result = score(fn(prior, op, y, sigma_y, seed).detach(), post, exact)
+            result["seconds"] = time.time() - start
+            rows.setdefault(name, []).append(result)
+        log(f"{setting} d_x={d_x} d_y={d_y} problem {p}: " +
+            ", ".join(f"{n} {r[-1]['max_sw2']:.2f}" for n, r in rows.items()))
+    return {name: {k: float(np.nanmedian([r[k] for r in rs])) for k in rs[0]} |
+            {"max_sw2_q25": float(np.nanpercentile([r["max_sw2"] for r in rs], 25)),
+             "max_sw2_q75": float(np.nanpercentile([r["max_sw2"] for r in rs], 75))}
+            for name, rs in rows.items()}
+
+
+def markdown(results: list[dict]) -> str:
+    names = list(results[0]["methods"])
+    lines = ["| setting | d_x | d_y | method | max-SW2 (median [IQR]) | SW2 | mean RMSE | mode TV | s / problem |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for cell in results:
+        for n in names:
+            m = cell["methods"][n]
+            lines.append(f"| {cell['setting']} | {cell['d_x']} | {cell['d_y']} | {n} | {m['max_sw2']:.2f} "
+                         f"[{m['max_sw2_q25']:.2f}, {m['max_sw2_q75']:.2f}] | {m['sw2']:.2f} | {m['mean_rmse']:.2f} | "
+                         f"{m['mode_tv']:.2f} | {m['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one cell (svd, d_x 8, d_y 2), 2 problems, short chains")
+    parser.add_argument("--problems", type=int, default=20)
+    parser.add_argument("--dims", type=int, nargs="+", default=[8, 80, 800])
+    parser.add_argument("--obs", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--settings", nargs="+", default=["svd", "inpaint"], choices=["svd", "inpaint"])
+    parser.add_argument("--out", default=None, help="folder for results.json and results.md")
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(True)
+    cells = [("svd", 8, 2)] if args.quick else (
+        [("svd", d, m) for d in args.dims for m in args.obs] * ("svd" in args.settings) +
+        [("inpaint", d, d // 2) for d in args.dims] * ("inpaint" in args.settings))
+    problems = 2 if args.quick else args.problems
+    results = []
+    for setting, d_x, d_y in cells:
+        start = time.time()
+        cell = run_cell(setting, d_x, d_y, problems, args.quick, lambda s: print(s, flush=True))
+        results.append({"setting": setting, "d_x": d_x, "d_y": d_y, "problems": problems, "methods": cell,
+                        "seconds": time.time() - start})
+    table = markdown(results)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
+                f"{torch.get_num_threads()} torch threads", "torch": torch.__version__, "quick": args.quick,
+                "n_exact": N_EXACT, "n_method": N_METHOD, "projections": PROJECTIONS}
+        (out / "results.json").write_text(json.dumps({"meta": meta, "cells": results}, indent=2))
+        (out / "results.md").write_text(table + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The exact-posterior benchmark's pieces: DPS and replacement on the Gaussian-mixture oracle, the quick cell."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vipaint_pl import rng
+from vipaint_pl.methods.blended import BlendedConfig, blended_sample, replace_observed
+from vipaint_pl.methods.dps import DPSConfig, dps_sample
+from vipaint_pl.metrics import sliced_wasserstein
+from vipaint_pl.operators import DenseLinear
+from vipaint_pl.priors.gmm import grid_mixture_prior
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    prior = grid_mixture_prior(8, seed=0)
+    op = DenseLinear(torch.eye(8, dtype=torch.float64)[[0, 1, 4, 5]])
+    x = prior.sample(1, torch.Generator().manual_seed(3))
+    y = op.measure(x.double(), 0.5, torch.Generator().manual_seed(4))
+    exact = prior.exact_posterior(op, y, 0.5).sample(4000, torch.Generator().manual_seed(5))
+    return prior, op, y, exact
+
+
+def test_dps_is_closer_to_the_exact_posterior_than_the_prior(problem):
+    prior, op, y, exact = problem
+    xs = dps_sample(prior, op, y, (8,), 500, rng.generators(0, ["q"], "dps"), DPSConfig(steps=60))
+    prior_sw = sliced_wasserstein(prior.sample(500, torch.Generator().manual_seed(1)), exact)
+    assert sliced_wasserstein(xs, exact) < 0.2 * prior_sw
+
+
+def test_blended_keeps_the_observation_and_leaves_the_rest_free(problem):
+    prior, op, y, exact = problem
+    xs = blended_sample(prior, op, y, (8,), 300, rng.generators(0, ["q"], "blend"), BlendedConfig(steps=40))
+    torch.testing.assert_close(xs[:, [0, 1, 4, 5]], y.expand(300, -1))  # replaced by y at time -1
+    assert xs[:, [2, 3, 6, 7]].std(0).min() > 0.5  # unobserved coordinates still vary
+
+
+def test_replace_observed_is_a_projection_onto_the_noised_observation():
+    op = DenseLinear(torch.randn(3, 6, dtype=torch.float64))
+    z, x_obs, noise = (torch.randn(4, 6, dtype=torch.float64) for _ in range(3))
+    out = replace_observed(op, z, x_obs, 0.8, 0.6, noise)
+    torch.testing.assert_close(op(out), op(0.8 * x_obs + 0.6 * noise))  # the seen part: noised observation
+    torch.testing.assert_close(out - op.pinv(op(out)), z - op.pinv(op(z)))  # the unseen part: untouched
+
+
+def test_quick_cell_vipaint_and_dps_beat_prior_samples(capsys):
+    import bench_gmm
+
+    cell = bench_gmm.main(["--quick"])[0]["methods"]
+    ref = cell["prior (reference)"]["max_sw2"]
+    for name in ("VIPaint-2", "VIPaint-4", "DPS"):
+        assert cell[name]["max_sw2"] < 0.25 * ref, (name, cell[name], ref)
+    assert "| svd | 8 | 2 | DPS |" in capsys.readouterr().out
