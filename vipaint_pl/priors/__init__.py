@@ -1,5 +1,8 @@
 """Priors: one interface (``DiffusionPrior``) for exact mixtures and pretrained diffusers models."""
 
+from pathlib import Path
+
+from ..errors import PriorLoadError
 from .base import DiffusionPrior
 from .diffusers_priors import LatentDiffusersPrior, PixelDiffusersPrior, StableDiffusionPrior
 from .gmm import GaussianMixture, GaussianMixturePrior, grid_mixture_prior
@@ -13,7 +16,22 @@ __all__ = [
     "LatentDiffusersPrior",
     "StableDiffusionPrior",
     "load_prior",
+    "resolve_source",
+    "EMBEDDED_PRIORS",
 ]
+
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "embedded"
+EMBEDDED_PRIORS = {"digits-pixel": "pixel", "digits-latent": "latent"}  # trained by scripts/train_prior.py
+
+
+def resolve_source(source: str) -> str:
+    """``embedded:<name>`` names a prior that ships with the package (no download); anything else is as given."""
+    if not source.startswith("embedded:"):
+        return source
+    name = source.split(":", 1)[1]
+    if name not in EMBEDDED_PRIORS or not (EMBEDDED_DIR / name).is_dir():
+        raise PriorLoadError(f"no embedded prior {name!r}; the package ships: {', '.join(sorted(EMBEDDED_PRIORS))}")
+    return str(EMBEDDED_DIR / name)
 
 
 def load_prior(kind: str, source: str, **kwargs) -> DiffusionPrior:
@@ -21,4 +39,4 @@ def load_prior(kind: str, source: str, **kwargs) -> DiffusionPrior:
     kinds = {"pixel": PixelDiffusersPrior, "latent": LatentDiffusersPrior, "stable-diffusion": StableDiffusionPrior}
     if kind not in kinds:
         raise ValueError(f"unknown prior kind {kind!r}; choose one of {', '.join(kinds)}")
-    return kinds[kind].from_pretrained(source, **kwargs)
+    return kinds[kind].from_pretrained(resolve_source(source), **kwargs)

@@ -1,0 +1,175 @@
+"""Image benchmark on the embedded digit priors, with the paper's protocol (Table 1).
+
+For each held-out digit and mask, every method draws 10 samples. Reported, as means over images of the
+mean over samples: PSNR and SSIM (torchmetrics, images in [0, 1]); ST-LPIPS (shift-tolerant LPIPS,
+AlexNet, images upsampled to 64x64; not comparable with published LPIPS); diversity = mean pairwise
+RMSE between the samples of one query (pixels in [0, 1]); digit accuracy = the share of samples that a
+small CNN, trained here on the train split, assigns to the true digit. Masks (white = missing):
+small (<= 20 % missing), random (40-80 %), half (a half-plane at a random angle), seeded per image.
+
+Methods: VIPaint-2 and VIPaint-4 (100 Adam steps on the bound, then 50 reverse steps from Ts with DPS),
+DPS (the gradient goes through the decoder on the latent prior: latent-DPS), and replacement (Blended,
+pixel prior only).
+
+    python scripts/evaluate.py --images 10 --out outputs/evaluate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vipaint_pl import rng
+from vipaint_pl.datasets import digits
+from vipaint_pl.masks import make_mask
+from vipaint_pl.methods.blended import BlendedConfig, blended_sample
+from vipaint_pl.methods.dps import DPSConfig, dps_sample
+from vipaint_pl.methods.vipaint import fit_vipaint, hierarchy_times, sample_vipaint
+from vipaint_pl.operators import Inpainting
+from vipaint_pl.perceptual import PerceptualDistance
+from vipaint_pl.priors import load_prior
+
+PRIORS = {"digits-latent": ("latent", 32), "digits-pixel": ("pixel", 16)}
+MASKS = ("small", "random", "half")
+NUM_SAMPLES = 10
+
+
+# ---- the digit classifier ----------------------------------------------------------------------
+def classifier(size: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * (size // 4) ** 2, 10))
+
+
+def train_classifier(size: int, steps: int = 600, seed: int = 0) -> tuple[nn.Module, float]:
+    """A small CNN on the train split (random 1-pixel shifts); returns it and its held-out accuracy."""
+    torch.manual_seed(seed)
+    x, labels = digits(size, "train")
+    net, opt = classifier(size), None
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(steps):
+        i = torch.randint(0, len(x), (128,))
+        shift = tuple(torch.randint(-1, 2, (2,)).tolist())
+        loss = F.cross_entropy(net(torch.roll(x[i], shift, dims=(2, 3))), labels[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    xt, lt = digits(size, "test")
+    with torch.no_grad():
+        acc = float((net(xt).argmax(1) == lt).float().mean())
+    return net.eval(), acc
+
+
+# ---- methods: (prior, op_for(batch), y, shape, gens) -> samples (N, C, H, W) in [-1, 1] -------------
+def vipaint(k: int):
+    def run(prior, op_for, y, shape, name):
+        post = fit_vipaint(prior, op_for(4), y, hierarchy_times(k), steps=100, names=[name])
+        z = sample_vipaint(prior, post, op_for(NUM_SAMPLES), y, NUM_SAMPLES, steps=50, dps_step_size=1.0, eta=0.2,
+                           names=[name])
+        return prior.decode(z)
+
+    return run
+
+
+def dps(prior, op_for, y, shape, name):
+    gens = rng.generators(0, [name], "dps")
+    return prior.decode(dps_sample(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, DPSConfig(steps=250)))
+
+
+def blended(prior, op_for, y, shape, name):
+    gens = rng.generators(0, [name], "blended")
+    return blended_sample(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, BlendedConfig(steps=250))
+
+
+METHODS = {"VIPaint-2": vipaint(2), "VIPaint-4": vipaint(4), "DPS": dps, "Blended (replacement)": blended}
+
+
+# ---- metrics -------------------------------------------------------------------------------------
+def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: nn.Module, stlpips) -> dict:
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    s01, t01 = (samples.clamp(-1, 1) + 1) / 2, ((truth + 1) / 2).expand_as(samples)
+    psnr = peak_signal_noise_ratio(s01, t01, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(s01, t01, data_range=1.0, reduction="none")
+    up = lambda v: F.interpolate(v, size=(64, 64), mode="bilinear", align_corners=False)  # noqa: E731
+    perceptual = stlpips(up(samples.clamp(-1, 1)), up(truth.expand_as(samples)))
+    flat = s01.flatten(1)
+    pair = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
+    n = flat.shape[0]
+    with torch.no_grad():
+        acc = (net(samples.clamp(-1, 1)).argmax(1) == label).float().mean()
+    return {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "st_lpips": float(perceptual.mean()),
+            "diversity": float(pair.sum() / (n * (n - 1))), "digit_accuracy": float(acc)}
+
+
+def evaluate_prior(name: str, images: int, methods: list[str], log) -> dict:
+    kind, size = PRIORS[name]
+    prior = load_prior(kind, f"embedded:{name}")
+    net, clean_acc = train_classifier(size)
+    stlpips = PerceptualDistance("st-lpips")
+    x, labels = digits(size, "test")
+    shape = prior.latent_shape((1, size, size)) if prior.is_latent else (1, size, size)
+    table: dict = {"classifier_test_accuracy": clean_acc, "cells": {}}
+    for mask_kind in MASKS:
+        for method in methods:
+            if method.startswith("Blended") and prior.is_latent:
+                continue
+            rows = []
+            for i in range(images):
+                qname = f"{name}/{i}"
+                mask = make_mask(mask_kind, size, size, np.random.default_rng(rng.query_seed(0, qname, mask_kind)))
+                op_for = lambda n, m=mask: Inpainting(m[None].repeat(n, 1, 1, 1))  # noqa: E731
+                y = op_for(1)(x[i : i + 1])
+                start = time.time()
+                samples = METHODS[method](prior, op_for, y, shape, qname).detach().float()
+                seconds = time.time() - start
+                rows.append(image_metrics(samples, x[i : i + 1], int(labels[i]), net, stlpips) | {"seconds": seconds})
+            table["cells"][f"{mask_kind}/{method}"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            log(f"{name} {mask_kind} {method}: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                            table["cells"][f"{mask_kind}/{method}"].items()))
+    return table
+
+
+def markdown(results: dict) -> str:
+    lines = ["| prior | mask | method | PSNR | SSIM | ST-LPIPS | diversity | digit acc. | s / image |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for prior, table in results.items():
+        for key, m in table["cells"].items():
+            mask, method = key.split("/", 1)
+            lines.append(f"| {prior} | {mask} | {method} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['st_lpips']:.3f} | "
+                         f"{m['diversity']:.3f} | {m['digit_accuracy']:.2f} | {m['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=10, help="held-out digits per mask kind")
+    parser.add_argument("--priors", nargs="+", default=list(PRIORS), choices=list(PRIORS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    results = {p: evaluate_prior(p, args.images, args.methods, lambda s: print(s, flush=True)) for p in args.priors}
+    table = markdown(results)
+    print(table)
+    for p, r in results.items():
+        print(f"{p}: classifier accuracy on clean held-out digits {r['classifier_test_accuracy']:.3f}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"date": str(date.today()), "machine": platform.machine(), "torch_threads": torch.get_num_threads(),
+                "images": args.images, "samples": NUM_SAMPLES}
+        (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        (out / "results.md").write_text(table + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
