@@ -2,7 +2,8 @@
 
 For each held-out digit and mask, every method draws 10 samples. Reported, as means over images of the
 mean over samples: PSNR and SSIM (torchmetrics, images in [0, 1]); ST-LPIPS (shift-tolerant LPIPS,
-AlexNet, images upsampled to 64x64; not comparable with published LPIPS); diversity = mean pairwise
+AlexNet, images upsampled to 64x64; not comparable with published LPIPS); LPIPS (AlexNet, same
+upsampling) where its ImageNet weights can be loaded, n/a otherwise; diversity = mean pairwise
 RMSE between the samples of one query (pixels in [0, 1]); digit accuracy = the share of samples that a
 small CNN, trained here on the train split, assigns to the true digit. Masks (white = missing):
 small (<= 20 % missing), random (40-80 %), half (a half-plane at a random angle), seeded per image.
@@ -93,7 +94,18 @@ METHODS = {"VIPaint-2": vipaint(2), "VIPaint-4": vipaint(4), "DPS": dps, "Blende
 
 
 # ---- metrics -------------------------------------------------------------------------------------
-def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: nn.Module, stlpips) -> dict:
+def lpips_or_none():
+    """LPIPS (AlexNet) when its ImageNet backbone weights can be loaded here; None (reported as n/a) otherwise."""
+    from vipaint_pl.errors import ConfigError
+
+    try:
+        return PerceptualDistance("lpips")
+    except ConfigError as exc:
+        print(f"LPIPS not reported: {exc}")
+        return None
+
+
+def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: nn.Module, stlpips, lpips=None) -> dict:
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
     s01, t01 = (samples.clamp(-1, 1) + 1) / 2, ((truth + 1) / 2).expand_as(samples)
@@ -106,7 +118,8 @@ def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: n
     n = flat.shape[0]
     with torch.no_grad():
         acc = (net(samples.clamp(-1, 1)).argmax(1) == label).float().mean()
-    return {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "st_lpips": float(perceptual.mean()),
+    lp = float(lpips(up(samples.clamp(-1, 1)), up(truth.expand_as(samples))).mean()) if lpips else float("nan")
+    return {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "st_lpips": float(perceptual.mean()), "lpips": lp,
             "diversity": float(pair.sum() / (n * (n - 1))), "digit_accuracy": float(acc)}
 
 
@@ -114,7 +127,7 @@ def evaluate_prior(name: str, images: int, methods: list[str], log) -> dict:
     kind, size = PRIORS[name]
     prior = load_prior(kind, f"embedded:{name}")
     net, clean_acc = train_classifier(size)
-    stlpips = PerceptualDistance("st-lpips")
+    stlpips, lpips = PerceptualDistance("st-lpips"), lpips_or_none()
     x, labels = digits(size, "test")
     shape = prior.latent_shape((1, size, size)) if prior.is_latent else (1, size, size)
     table: dict = {"classifier_test_accuracy": clean_acc, "cells": {}}
@@ -131,7 +144,8 @@ def evaluate_prior(name: str, images: int, methods: list[str], log) -> dict:
                 start = time.time()
                 samples = METHODS[method](prior, op_for, y, shape, qname).detach().float()
                 seconds = time.time() - start
-                rows.append(image_metrics(samples, x[i : i + 1], int(labels[i]), net, stlpips) | {"seconds": seconds})
+                metrics = image_metrics(samples, x[i : i + 1], int(labels[i]), net, stlpips, lpips)
+                rows.append(metrics | {"seconds": seconds})
             table["cells"][f"{mask_kind}/{method}"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
             log(f"{name} {mask_kind} {method}: " + ", ".join(f"{k} {v:.3f}" for k, v in
                                                             table["cells"][f"{mask_kind}/{method}"].items()))
@@ -139,13 +153,15 @@ def evaluate_prior(name: str, images: int, methods: list[str], log) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| prior | mask | method | PSNR | SSIM | ST-LPIPS | diversity | digit acc. | s / image |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| prior | mask | method | PSNR | SSIM | ST-LPIPS | LPIPS | diversity | digit acc. | s / image |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for prior, table in results.items():
         for key, m in table["cells"].items():
             mask, method = key.split("/", 1)
+            lp = m.get("lpips", float("nan"))
+            lp = "n/a" if lp != lp else f"{lp:.3f}"
             lines.append(f"| {prior} | {mask} | {method} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['st_lpips']:.3f} | "
-                         f"{m['diversity']:.3f} | {m['digit_accuracy']:.2f} | {m['seconds']:.1f} |")
+                         f"{lp} | {m['diversity']:.3f} | {m['digit_accuracy']:.2f} | {m['seconds']:.1f} |")
     return "\n".join(lines)
 
 
