@@ -9,8 +9,8 @@ small CNN, trained here on the train split, assigns to the true digit. Masks (wh
 small (<= 20 % missing), random (40-80 %), half (a half-plane at a random angle), seeded per image.
 
 Methods: VIPaint-2 and VIPaint-4 (100 Adam steps on the bound, then 50 reverse steps from Ts with DPS),
-DPS (the gradient goes through the decoder on the latent prior: latent-DPS), and replacement (Blended,
-pixel prior only).
+DPS (the gradient goes through the decoder on the latent prior: latent-DPS), and replacement (Blended;
+Blended Latent Diffusion on the latent prior).
 
     python scripts/evaluate.py --images 10 --out outputs/evaluate
 """
@@ -87,7 +87,7 @@ def dps(prior, op_for, y, shape, name):
 
 def blended(prior, op_for, y, shape, name):
     gens = rng.generators(0, [name], "blended")
-    return blended_sample(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, BlendedConfig(steps=250))
+    return prior.decode(blended_sample(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, BlendedConfig(steps=250)))
 
 
 METHODS = {"VIPaint-2": vipaint(2), "VIPaint-4": vipaint(4), "DPS": dps, "Blended (replacement)": blended}
@@ -133,8 +133,6 @@ def evaluate_prior(name: str, images: int, methods: list[str], log) -> dict:
     table: dict = {"classifier_test_accuracy": clean_acc, "cells": {}}
     for mask_kind in MASKS:
         for method in methods:
-            if method.startswith("Blended") and prior.is_latent:
-                continue
             rows = []
             for i in range(images):
                 qname = f"{name}/{i}"

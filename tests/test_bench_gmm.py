@@ -43,7 +43,7 @@ def test_blended_keeps_the_observation_and_leaves_the_rest_free(problem):
 def test_replace_observed_is_a_projection_onto_the_noised_observation():
     op = DenseLinear(torch.randn(3, 6, dtype=torch.float64))
     z, x_obs, noise = (torch.randn(4, 6, dtype=torch.float64) for _ in range(3))
-    out = replace_observed(op, z, x_obs, 0.8, 0.6, noise)
+    out = replace_observed(lambda v: op.pinv(op(v)), z, x_obs, 0.8, 0.6, noise)
     torch.testing.assert_close(op(out), op(0.8 * x_obs + 0.6 * noise))  # the seen part: noised observation
     torch.testing.assert_close(out - op.pinv(op(out)), z - op.pinv(op(z)))  # the unseen part: untouched
 

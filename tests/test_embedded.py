@@ -53,3 +53,21 @@ def test_quickstart_config_runs_end_to_end(tmp_path, monkeypatch):
         assert (tmp_path / "out" / name / "grid.png").is_file()
         assert torch.load(tmp_path / "out" / name / "result.pt")["samples"].shape == (2, 1, 32, 32)
     assert any((tmp_path / "logs").rglob("events.out.tfevents*"))
+
+
+def test_blended_latent_replaces_the_observed_latent_cells_by_the_encoded_observation():
+    from vipaint_pl import rng
+    from vipaint_pl.methods.blended import BlendedConfig, blended_sample
+    from vipaint_pl.operators import Inpainting
+
+    prior = load_prior("latent", "embedded:digits-latent")
+    x, _ = digits(32, "test")
+    mask = torch.ones(1, 1, 32, 32)
+    mask[..., 14:, :] = 0  # rows 14.. missing: latent rows 0-2 observed, row 3 half observed (counts), 4.. not
+    op = Inpainting(mask.repeat(3, 1, 1, 1))
+    y = Inpainting(mask)(x[:1])
+    z = blended_sample(prior, op, y, (4, 8, 8), 3, rng.generators(0, ["q"], "b"), BlendedConfig(steps=5))
+    with torch.no_grad():
+        z_obs = prior.encode(Inpainting(mask).pinv(y))
+    torch.testing.assert_close(z[:, :, :4], z_obs[:, :, :4].expand(3, -1, -1, -1))
+    assert (z[:, :, 4:] - z_obs[:, :, 4:]).abs().mean() > 0.1 and z[:, :, 4:].std(0).mean() > 0.05
