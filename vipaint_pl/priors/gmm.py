@@ -80,48 +80,65 @@ class GaussianMixturePrior(DiffusionPrior):
         lam, vec = torch.linalg.eigh(self.mixture.covs)
         self._lam, self._vec = lam.clamp_min(0), vec
         eye = torch.eye(self.mixture.dim, dtype=torch.float64)
-        # isotropic components (c_i I): the rotation is the identity, skip the O(d^2) products
+        # isotropic components (c_i I): closed forms with (B, n) x (n, d) products, no (B, n, d) tensors
         self._isotropic = bool(torch.allclose(self.mixture.covs, self.mixture.covs[:, :1, :1] * eye))
-        if self._isotropic:
-            self._lam = self.mixture.covs[:, :1, 0].expand(-1, self.mixture.dim).clamp_min(0)
-
-    def _rotate(self, v: Tensor, transpose: bool) -> Tensor:
-        """U v (or U^T v) per component; v is (B, n, d)."""
-        if self._isotropic:
-            return v
-        return torch.einsum("nji,bnj->bni" if transpose else "nij,bnj->bni", self._vec, v)
 
     def _flat(self, z: Tensor) -> Tensor:
         if tuple(z.shape[1:]) != self.event_shape:
             raise ValueError(f"expected samples of shape (B, {self.event_shape}), got {tuple(z.shape)}")
         return z.reshape(z.shape[0], -1).to(torch.float64)
 
-    def _noisy_components(self, z: Tensor, t: Tensor):
-        """Per component: responsibilities r_i(z_t), and E[x | z_t, i]; all float64."""
+    def _responsibilities(self, logp: Tensor) -> Tensor:
+        return torch.softmax(logp + self.mixture.weights.log()[None], dim=-1)
+
+    def _isotropic_moments(self, x: Tensor, t: Tensor):
+        """Isotropic C_i = c_i I: responsibilities r (B, n), var_i = a^2 c_i + s^2 (B, n), a (B, 1)."""
+        a = self.schedule.alpha(t).to(torch.float64)[:, None]  # (B, 1)
+        s = self.schedule.sigma(t).to(torch.float64)[:, None]
+        c = self.mixture.covs[:, 0, 0].clamp_min(0)[None]  # (1, n)
+        m = self.mixture.means
+        var = a**2 * c + s**2
+        sqdist = (x**2).sum(1, keepdim=True) - 2 * a * (x @ m.T) + a**2 * (m**2).sum(1)[None]  # ||z - a m_i||^2
+        logp = -0.5 * sqdist / var - 0.5 * x.shape[1] * torch.log(2 * math.pi * var)
+        return self._responsibilities(logp), var, a, c
+
+    def _noisy_components(self, x: Tensor, t: Tensor):
+        """General C_i: responsibilities, E[x | z_t, i], U^T (z - a m_i) and the noisy eigenvalues (B, n, d)."""
         a = self.schedule.alpha(t).to(torch.float64)[:, None, None]  # (B, 1, 1)
         s = self.schedule.sigma(t).to(torch.float64)[:, None, None]
-        x = self._flat(z)
         diff = x[:, None, :] - a * self.mixture.means[None]  # (B, n, d)
-        proj = self._rotate(diff, transpose=True)  # U^T (z - a m)
-        var = a**2 * self._lam[None] + s**2  # (B, n, d) eigenvalues of the noisy covariance
+        proj = torch.einsum("nji,bnj->bni", self._vec, diff)  # U^T (z - a m)
+        var = a**2 * self._lam[None] + s**2  # eigenvalues of the noisy covariance
         logp = -0.5 * (proj**2 / var).sum(-1) - 0.5 * torch.log(2 * math.pi * var).sum(-1)
-        resp = torch.softmax(logp + self.mixture.weights.log()[None], dim=-1)
         # E[x | z, i] = m_i + C_i a (a^2 C_i + s^2 I)^-1 (z - a m_i)
-        cond = self.mixture.means[None] + self._rotate(a * self._lam[None] / var * proj, transpose=False)
-        return resp, cond, proj, var
+        cond = self.mixture.means[None] + torch.einsum("nij,bnj->bni", self._vec, a * self._lam[None] / var * proj)
+        return self._responsibilities(logp), cond, proj, var
 
     def posterior_mean(self, z_t: Tensor, t) -> Tensor:
         """E[x | z_t] (exact), shaped like z_t."""
         t = torch.as_tensor(t, device=z_t.device).long().expand(z_t.shape[0])
-        resp, cond, _, _ = self._noisy_components(z_t, t)
-        return (resp[..., None] * cond).sum(1).reshape(z_t.shape).to(z_t.dtype)
+        x = self._flat(z_t)
+        if self._isotropic:  # sum_i r_i [m_i + k_i (z - a m_i)], k_i = a c_i / var_i
+            r, var, a, c = self._isotropic_moments(x, t)
+            rk = r * a * c / var
+            out = (r - a * rk) @ self.mixture.means + rk.sum(1, keepdim=True) * x
+        else:
+            resp, cond, _, _ = self._noisy_components(x, t)
+            out = (resp[..., None] * cond).sum(1)
+        return out.reshape(z_t.shape).to(z_t.dtype)
 
     def score(self, z_t: Tensor, t) -> Tensor:
         """grad log p_t(z_t) (exact), shaped like z_t."""
         t = torch.as_tensor(t, device=z_t.device).long().expand(z_t.shape[0])
-        resp, _, proj, var = self._noisy_components(z_t, t)
-        grad = -self._rotate(proj / var, transpose=False)
-        return (resp[..., None] * grad).sum(1).reshape(z_t.shape).to(z_t.dtype)
+        x = self._flat(z_t)
+        if self._isotropic:  # -sum_i r_i (z - a m_i) / var_i
+            r, var, a, _ = self._isotropic_moments(x, t)
+            out = -(r / var).sum(1, keepdim=True) * x + a * (r / var) @ self.mixture.means
+        else:
+            resp, _, proj, var = self._noisy_components(x, t)
+            grad = -torch.einsum("nij,bnj->bni", self._vec, proj / var)
+            out = (resp[..., None] * grad).sum(1)
+        return out.reshape(z_t.shape).to(z_t.dtype)
 
     def _eps(self, z_t: Tensor, t: Tensor) -> Tensor:
         # eps_hat = -sigma_t * score (Tweedie); exact for the mixture.
