@@ -71,3 +71,12 @@ def test_blended_latent_replaces_the_observed_latent_cells_by_the_encoded_observ
         z_obs = prior.encode(Inpainting(mask).pinv(y))
     torch.testing.assert_close(z[:, :, :4], z_obs[:, :, :4].expand(3, -1, -1, -1))
     assert (z[:, :, 4:] - z_obs[:, :, 4:]).abs().mean() > 0.1 and z[:, :, 4:].std(0).mean() > 0.05
+
+
+@pytest.mark.parametrize("method,key", [("dps", "dps"), ("blended", "blended")])
+def test_ready_configs_of_predict_only_methods_run(tmp_path, monkeypatch, method, key):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    main(["predict", "--config", f"configs/{method}_digits.yaml", f"--model.init_args.{key}.steps", "3",
+          "--model.init_args.sampling.num_samples", "2", "--data.output_dir", str(tmp_path / "out"),
+          "--trainer.default_root_dir", str(tmp_path / "logs")])
+    assert torch.load(tmp_path / "out" / "digit_b" / "result.pt")["samples"].shape == (2, 1, 32, 32)

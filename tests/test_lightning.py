@@ -188,3 +188,22 @@ def test_tensorboard_gets_every_vlb_term_learning_rates_and_posterior_grids(work
     assert len(acc.Scalars("vlb/loss")) == 3
     steps = [e.step for e in acc.Images("posterior_samples")]
     assert steps == [0, 2]  # every 2 steps and the last one
+
+
+@pytest.mark.parametrize("method,prior_kind", [("DPSModule", "pixel"), ("BlendedModule", "latent")])
+def test_predict_only_methods_run_through_the_cli(workspace, method, prior_kind):
+    out = workspace / f"{method}_{prior_kind}"
+    cfg = _config(workspace, prior_kind, out.name)
+    key = "dps" if method == "DPSModule" else "blended"
+    cfg["model"] = {"class_path": f"vipaint_pl.lightning.{method}",
+                    "init_args": {"prior": {"kind": prior_kind, "source": str(workspace / prior_kind)},
+                                  key: {"steps": 4}, "sampling": {"num_samples": 2}}}
+    path = workspace / f"{method}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    main(["inpaint", "--config", str(path)])  # nothing to fit: straight to sampling
+    result = torch.load(out / "im1" / "result.pt")
+    assert result["samples"].shape == (2, 3, 16, 16)
+    m = result["mask"]
+    assert (result["samples"] * m - result["truth"] * m).abs().max() < 1e-5  # observed pixels pasted back
+    main(["predict", "--config", str(path), "--data.output_dir", str(out / "again")])
+    torch.testing.assert_close(torch.load(out / "again" / "im1" / "result.pt")["samples"], result["samples"])

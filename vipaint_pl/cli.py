@@ -9,10 +9,12 @@ from lightning.pytorch.cli import LightningCLI
 
 
 class VipaintTrainer(Trainer):
-    """A Trainer with one more entry point: ``inpaint`` fits each query's posterior, then samples."""
+    """A Trainer with one more entry point: ``inpaint`` fits each query's posterior (if the method has
+    one), then samples."""
 
     def inpaint(self, model, datamodule=None, ckpt_path: str | None = None):
-        self.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        if getattr(model, "needs_fit", True):
+            self.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         return self.predict(model, datamodule=datamodule)
 
 

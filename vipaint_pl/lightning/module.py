@@ -55,6 +55,8 @@ torch.serialization.add_safe_globals([PriorSpec, SamplingConfig, BoundConfig, In
 class InpaintingModule(L.LightningModule):
     """Shared shell: frozen prior, the local queries as buffers, operators per batch, predict output."""
 
+    needs_fit = True  # False for methods that only sample (``vipaint inpaint`` then skips the fit)
+
     def __init__(self, prior: PriorSpec | DiffusionPrior, seed: int = 0, sampling: SamplingConfig | None = None):
         super().__init__()
         self.prior = prior if isinstance(prior, DiffusionPrior) else load_prior(prior.kind, prior.source, **prior.kwargs)
