@@ -37,6 +37,7 @@ import torch
 from vipaint_pl import rng
 from vipaint_pl.methods.blended import BlendedConfig, blended_sample
 from vipaint_pl.methods.dps import DPSConfig, dps_sample
+from vipaint_pl.methods.red_diff import REDDiffConfig, red_diff_sample
 from vipaint_pl.methods.vipaint import BoundConfig, fit_vipaint, hierarchy_times, sample_vipaint
 from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
 from vipaint_pl.operators import DenseLinear, random_dense_operator
@@ -93,6 +94,8 @@ def methods(quick: bool) -> dict:
         "DPS": sampler_method(dps_sample, dps),
         "DPS (squared)": sampler_method(dps_sample, replace(dps, squared=True)),
         "Blended (replacement)": sampler_method(blended_sample, BlendedConfig(steps=chain)),
+        "RED-diff": sampler_method(red_diff_sample, REDDiffConfig()),
+        "RED-diff-V": sampler_method(red_diff_sample, REDDiffConfig(times="random")),
     }
 
 
@@ -106,7 +109,7 @@ def score(samples: torch.Tensor, post, exact: torch.Tensor) -> dict:
             "mode_tv": mode_coverage_tv(samples, post.means, post.weights)}
 
 
-def run_cell(setting: str, d_x: int, d_y: int, problems: int, quick: bool, log) -> dict:
+def run_cell(setting: str, d_x: int, d_y: int, problems: int, quick: bool, log, only=None) -> dict:
     rows: dict[str, list[dict]] = {}
     for p in range(problems):
         seed = 1000 * d_x + 10 * d_y + p
@@ -114,6 +117,8 @@ def run_cell(setting: str, d_x: int, d_y: int, problems: int, quick: bool, log) 
         post = prior.exact_posterior(op, y, sigma_y)
         exact = post.sample(N_EXACT, torch.Generator().manual_seed(seed + 7)).double()
         for name, fn in methods(quick).items():
+            if only and name not in only:
+                continue
             start = time.time()
             result = score(fn(prior, op, y, sigma_y, seed).detach(), post, exact)
             result["seconds"] = time.time() - start
@@ -146,6 +151,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--dims", type=int, nargs="+", default=[8, 80, 800])
     parser.add_argument("--obs", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--settings", nargs="+", default=["svd", "inpaint"], choices=["svd", "inpaint"])
+    parser.add_argument("--methods", nargs="+", default=None, help="only these methods (names as in the table)")
     parser.add_argument("--out", default=None, help="folder for results.json and results.md")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(True)
@@ -156,7 +162,7 @@ def main(argv=None) -> list[dict]:
     results = []
     for setting, d_x, d_y in cells:
         start = time.time()
-        cell = run_cell(setting, d_x, d_y, problems, args.quick, lambda s: print(s, flush=True))
+        cell = run_cell(setting, d_x, d_y, problems, args.quick, lambda s: print(s, flush=True), args.methods)
         results.append({"setting": setting, "d_x": d_x, "d_y": d_y, "problems": problems, "methods": cell,
                         "seconds": time.time() - start})
     table = markdown(results)

@@ -190,11 +190,12 @@ def test_tensorboard_gets_every_vlb_term_learning_rates_and_posterior_grids(work
     assert steps == [0, 2]  # every 2 steps and the last one
 
 
-@pytest.mark.parametrize("method,prior_kind", [("DPSModule", "pixel"), ("BlendedModule", "latent")])
+@pytest.mark.parametrize("method,prior_kind", [("DPSModule", "pixel"), ("BlendedModule", "latent"),
+                                               ("REDDiffModule", "latent")])
 def test_predict_only_methods_run_through_the_cli(workspace, method, prior_kind):
     out = workspace / f"{method}_{prior_kind}"
     cfg = _config(workspace, prior_kind, out.name)
-    key = "dps" if method == "DPSModule" else "blended"
+    key = {"DPSModule": "dps", "BlendedModule": "blended", "REDDiffModule": "red_diff"}[method]
     cfg["model"] = {"class_path": f"vipaint_pl.lightning.{method}",
                     "init_args": {"prior": {"kind": prior_kind, "source": str(workspace / prior_kind)},
                                   key: {"steps": 4}, "sampling": {"num_samples": 2}}}

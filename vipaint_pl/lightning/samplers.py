@@ -1,4 +1,4 @@
-"""Methods with nothing to fit (DPS, Blended): LightningModules that only predict, on the same queries,
+"""Methods with nothing to fit across steps (DPS, Blended, RED-diff): LightningModules that only predict, on the same queries,
 operators, seeds and writer as VIPaint. ``vipaint predict`` runs them; ``vipaint inpaint`` skips the fit.
 """
 
@@ -9,6 +9,7 @@ import torch
 from .. import rng
 from ..methods.blended import BlendedConfig, blended_sample
 from ..methods.dps import DPSConfig, dps_sample
+from ..methods.red_diff import REDDiffConfig, red_diff_sample
 from ..priors import DiffusionPrior
 from .module import InpaintingModule, PriorSpec, SamplingConfig
 
@@ -67,3 +68,18 @@ class BlendedModule(SamplerModule):
     def sample_codes(self, operator, y, shape, n, gens):
         with torch.no_grad():
             return blended_sample(self.prior, operator, y, shape, n, gens, self.blended)
+
+
+class REDDiffModule(SamplerModule):
+    """RED-diff (descending times) or RED-diff-V (``red_diff.times: random``): each sample is its own
+    optimization of mu, run inside predict (so predict needs ``inference_mode=False``, the CLI default)."""
+
+    method_name = "red_diff"
+
+    def __init__(self, prior: PriorSpec | DiffusionPrior, red_diff: REDDiffConfig | None = None, seed: int = 0,
+                 sampling: SamplingConfig | None = None):
+        super().__init__(prior, seed, sampling)
+        self.red_diff = red_diff or REDDiffConfig()
+
+    def sample_codes(self, operator, y, shape, n, gens):
+        return red_diff_sample(self.prior, operator, y, shape, n, gens, self.red_diff)
