@@ -94,6 +94,7 @@ def methods(quick: bool) -> dict:
         "DPS": sampler_method(dps_sample, dps),
         "DPS (squared)": sampler_method(dps_sample, replace(dps, squared=True)),
         "Blended (replacement)": sampler_method(blended_sample, BlendedConfig(steps=chain)),
+        "PSLD": sampler_method(dps_sample, DPSConfig(steps=chain, variant="psld", eta=0.0, step_size=1.0)),
         "RED-diff": sampler_method(red_diff_sample, REDDiffConfig()),
         "RED-diff-V": sampler_method(red_diff_sample, REDDiffConfig(times="random")),
     }

@@ -68,3 +68,26 @@ def test_red_diff_is_closer_to_the_exact_posterior_than_the_prior(problem, times
     sw = sliced_wasserstein(xs, exact)
     assert sw < ratio * prior_sw, (sw, prior_sw)
     assert (xs[:, [0, 1, 4, 5]] - y).abs().mean() < 1.0  # the observed coordinates follow y
+
+
+def test_gml_dps_equals_dps_when_encoder_and_decoder_are_the_identity(problem):
+    prior, op, y, _ = problem
+    plain = dps_sample(prior, op, y, (8,), 50, rng.generators(0, ["q"], "g"), DPSConfig(steps=20))
+    gml = dps_sample(prior, op, y, (8,), 50, rng.generators(0, ["q"], "g"), DPSConfig(steps=20, variant="gml-dps"))
+    torch.testing.assert_close(gml, plain)
+
+
+def test_psld_is_closer_to_the_exact_posterior_than_the_prior(problem):
+    prior, op, y, exact = problem
+    cfg = DPSConfig(steps=60, variant="psld", gamma=0.1, omega=1.0)
+    xs = dps_sample(prior, op, y, (8,), 500, rng.generators(0, ["q"], "psld"), cfg)
+    prior_sw = sliced_wasserstein(prior.sample(500, torch.Generator().manual_seed(1)), exact)
+    assert sliced_wasserstein(xs, exact) < 0.2 * prior_sw
+
+
+def test_unknown_dps_variant_is_refused(problem):
+    from vipaint_pl.errors import ConfigError
+
+    prior, op, y, _ = problem
+    with pytest.raises(ConfigError, match="psld"):
+        dps_sample(prior, op, y, (8,), 2, rng.generators(0, ["q"], "x"), DPSConfig(variant="psdl"))

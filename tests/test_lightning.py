@@ -190,16 +190,18 @@ def test_tensorboard_gets_every_vlb_term_learning_rates_and_posterior_grids(work
     assert steps == [0, 2]  # every 2 steps and the last one
 
 
-@pytest.mark.parametrize("method,prior_kind", [("DPSModule", "pixel"), ("BlendedModule", "latent"),
-                                               ("REDDiffModule", "latent")])
-def test_predict_only_methods_run_through_the_cli(workspace, method, prior_kind):
-    out = workspace / f"{method}_{prior_kind}"
+@pytest.mark.parametrize("method,prior_kind,extra", [("DPSModule", "pixel", {}), ("BlendedModule", "latent", {}),
+                                                     ("REDDiffModule", "latent", {}),
+                                                     ("DPSModule", "latent", {"variant": "psld"}),
+                                                     ("DPSModule", "latent", {"variant": "gml-dps"})])
+def test_predict_only_methods_run_through_the_cli(workspace, method, prior_kind, extra):
+    out = workspace / f"{method}_{prior_kind}_{extra.get('variant', '')}"
     cfg = _config(workspace, prior_kind, out.name)
     key = {"DPSModule": "dps", "BlendedModule": "blended", "REDDiffModule": "red_diff"}[method]
     cfg["model"] = {"class_path": f"vipaint_pl.lightning.{method}",
                     "init_args": {"prior": {"kind": prior_kind, "source": str(workspace / prior_kind)},
-                                  key: {"steps": 4}, "sampling": {"num_samples": 2}}}
-    path = workspace / f"{method}.yaml"
+                                  key: {"steps": 4, **extra}, "sampling": {"num_samples": 2}}}
+    path = workspace / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     main(["inpaint", "--config", str(path)])  # nothing to fit: straight to sampling
     result = torch.load(out / "im1" / "result.pt")
