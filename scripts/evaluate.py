@@ -9,8 +9,9 @@ small CNN, trained here on the train split, assigns to the true digit. Masks (wh
 small (<= 20 % missing), random (40-80 %), half (a half-plane at a random angle), seeded per image.
 
 Methods: VIPaint-2 and VIPaint-4 (100 Adam steps on the bound, then 50 reverse steps from Ts with DPS),
-DPS (the gradient goes through the decoder on the latent prior: latent-DPS), and replacement (Blended;
-Blended Latent Diffusion on the latent prior).
+DPS (the gradient goes through the decoder on the latent prior: latent-DPS), replacement (Blended;
+Blended Latent Diffusion on the latent prior), PSLD (250 DDIM steps, omega 1, gamma 0.1) and RED-diff
+(100 Adam steps, lr 0.25, lambda 0.25, descending times).
 
     python scripts/evaluate.py --images 10 --out outputs/evaluate
 """
@@ -34,6 +35,7 @@ from vipaint_pl.datasets import digits
 from vipaint_pl.masks import make_mask
 from vipaint_pl.methods.blended import BlendedConfig, blended_sample
 from vipaint_pl.methods.dps import DPSConfig, dps_sample
+from vipaint_pl.methods.red_diff import REDDiffConfig, red_diff_sample
 from vipaint_pl.methods.vipaint import fit_vipaint, hierarchy_times, sample_vipaint
 from vipaint_pl.operators import Inpainting
 from vipaint_pl.perceptual import PerceptualDistance
@@ -90,7 +92,19 @@ def blended(prior, op_for, y, shape, name):
     return prior.decode(blended_sample(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, BlendedConfig(steps=250)))
 
 
-METHODS = {"VIPaint-2": vipaint(2), "VIPaint-4": vipaint(4), "DPS": dps, "Blended (replacement)": blended}
+def psld(prior, op_for, y, shape, name):
+    gens = rng.generators(0, [name], "psld")
+    cfg = DPSConfig(steps=250, variant="psld", eta=0.0, step_size=1.0, omega=1.0, gamma=0.1)
+    return prior.decode(dps_sample(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, cfg))
+
+
+def red_diff(prior, op_for, y, shape, name):
+    gens = rng.generators(0, [name], "red_diff")
+    return prior.decode(red_diff_sample(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, REDDiffConfig()))
+
+
+METHODS = {"VIPaint-2": vipaint(2), "VIPaint-4": vipaint(4), "DPS": dps, "Blended (replacement)": blended,
+           "PSLD": psld, "RED-diff": red_diff}
 
 
 # ---- metrics -------------------------------------------------------------------------------------
