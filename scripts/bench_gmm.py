@@ -155,6 +155,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--methods", nargs="+", default=None, help="only these methods (names as in the table)")
     parser.add_argument("--out", default=None, help="folder for results.json and results.md")
     args = parser.parse_args(argv)
+    unknown = set(args.methods or []) - set(methods(True))
+    if unknown:
+        parser.error(f"unknown method(s) {sorted(unknown)}; choose from {list(methods(True))}")
     torch.set_grad_enabled(True)
     cells = [("svd", 8, 2)] if args.quick else (
         [("svd", d, m) for d in args.dims for m in args.obs] * ("svd" in args.settings) +

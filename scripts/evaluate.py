@@ -56,7 +56,7 @@ def train_classifier(size: int, steps: int = 600, seed: int = 0) -> tuple[nn.Mod
     """A small CNN on the train split (random 1-pixel shifts); returns it and its held-out accuracy."""
     torch.manual_seed(seed)
     x, labels = digits(size, "train")
-    net, opt = classifier(size), None
+    net = classifier(size)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     for _ in range(steps):
         i = torch.randint(0, len(x), (128,))

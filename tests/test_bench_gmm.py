@@ -91,3 +91,11 @@ def test_unknown_dps_variant_is_refused(problem):
     prior, op, y, _ = problem
     with pytest.raises(ConfigError, match="psld"):
         dps_sample(prior, op, y, (8,), 2, rng.generators(0, ["q"], "x"), DPSConfig(variant="psdl"))
+
+
+def test_unknown_benchmark_method_is_a_clear_error(capsys):
+    import bench_gmm
+
+    with pytest.raises(SystemExit):
+        bench_gmm.main(["--quick", "--methods", "DPSS"])
+    assert "DPSS" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .. import rng
 from ..errors import ConfigError
-from .guidance import guided_reverse_diffusion, residual_norm
+from .guidance import guided_reverse_diffusion, measurement_residual, residual_norm
 
 VARIANTS = ("dps", "gml-dps", "psld")
 
@@ -39,8 +39,7 @@ def guidance_loss(prior, operator, y: Tensor, cfg: DPSConfig):
 
     def loss(z0: Tensor) -> Tensor:
         x0 = prior.decode(z0)
-        r = (operator(x0) - y).flatten(1)
-        fit = r.pow(2).sum(1) if cfg.squared else r.norm(dim=1)
+        fit = measurement_residual(operator, x0, y, cfg.squared)
         if cfg.variant == "gml-dps":
             target = x0
         else:  # PSLD gluing: the observed part from y, the rest from the decoded estimate

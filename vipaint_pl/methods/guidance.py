@@ -19,10 +19,15 @@ def descending_times(t_start: int, steps: int) -> list[int]:
     return times
 
 
+def measurement_residual(operator, x: Tensor, y: Tensor, squared: bool = False) -> Tensor:
+    """||y - A(x)|| per sample for decoded images x, or its square."""
+    r = (operator(x) - y).flatten(1)
+    return r.pow(2).sum(1) if squared else r.norm(dim=1)
+
+
 def residual_norm(operator, prior, x0: Tensor, y: Tensor, squared: bool = False) -> Tensor:
     """||y - A(D(x0))|| per sample (un-squared, as DPS uses it; Chung et al. 2023, Alg. 1), or its square."""
-    r = (operator(prior.decode(x0)) - y).flatten(1)
-    return r.pow(2).sum(1) if squared else r.norm(dim=1)
+    return measurement_residual(operator, prior.decode(x0), y, squared)
 
 
 def guided_reverse_diffusion(prior, z: Tensor, t_start: int, operator, y: Tensor, gens, per_query: int,

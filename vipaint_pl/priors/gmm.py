@@ -8,6 +8,7 @@ Internally everything is float64; inputs of shape (B, *event_shape) are flattene
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -77,11 +78,16 @@ class GaussianMixturePrior(DiffusionPrior):
         if math.prod(self.event_shape) != self.mixture.dim:
             raise ValueError(f"event_shape {self.event_shape} does not hold {self.mixture.dim} values")
         # C_i = U_i diag(lam_i) U_i^T, so alpha^2 C_i + sigma^2 I is diagonal in the same basis for every t.
-        lam, vec = torch.linalg.eigh(self.mixture.covs)
-        self._lam, self._vec = lam.clamp_min(0), vec
         eye = torch.eye(self.mixture.dim, dtype=torch.float64)
         # isotropic components (c_i I): closed forms with (B, n) x (n, d) products, no (B, n, d) tensors
         self._isotropic = bool(torch.allclose(self.mixture.covs, self.mixture.covs[:, :1, :1] * eye))
+
+    @functools.cached_property
+    def _eigen(self) -> tuple[Tensor, Tensor]:
+        """C_i = U_i diag(lam_i) U_i^T: alpha^2 C_i + sigma^2 I is diagonal in the same basis for every t.
+        Computed on first use only (the isotropic path never needs it)."""
+        lam, vec = torch.linalg.eigh(self.mixture.covs)
+        return lam.clamp_min(0), vec
 
     def _flat(self, z: Tensor) -> Tensor:
         if tuple(z.shape[1:]) != self.event_shape:
@@ -106,13 +112,14 @@ class GaussianMixturePrior(DiffusionPrior):
         """General C_i: responsibilities, E[x | z_t, i], U^T (z - a m_i) and the noisy eigenvalues (B, n, d)."""
         a = self.schedule.alpha(t).to(torch.float64)[:, None, None]  # (B, 1, 1)
         s = self.schedule.sigma(t).to(torch.float64)[:, None, None]
+        lam, vec = self._eigen
         diff = x[:, None, :] - a * self.mixture.means[None]  # (B, n, d)
-        proj = torch.einsum("nji,bnj->bni", self._vec, diff)  # U^T (z - a m)
-        var = a**2 * self._lam[None] + s**2  # eigenvalues of the noisy covariance
+        proj = torch.einsum("nji,bnj->bni", vec, diff)  # U^T (z - a m)
+        var = a**2 * lam[None] + s**2  # eigenvalues of the noisy covariance
         logp = -0.5 * (proj**2 / var).sum(-1) - 0.5 * torch.log(2 * math.pi * var).sum(-1)
         # E[x | z, i] = m_i + C_i a (a^2 C_i + s^2 I)^-1 (z - a m_i)
-        cond = self.mixture.means[None] + torch.einsum("nij,bnj->bni", self._vec, a * self._lam[None] / var * proj)
-        return self._responsibilities(logp), cond, proj, var
+        cond = self.mixture.means[None] + torch.einsum("nij,bnj->bni", vec, a * lam[None] / var * proj)
+        return self._responsibilities(logp), cond, proj, var, vec
 
     def posterior_mean(self, z_t: Tensor, t) -> Tensor:
         """E[x | z_t] (exact), shaped like z_t."""
@@ -123,7 +130,7 @@ class GaussianMixturePrior(DiffusionPrior):
             rk = r * a * c / var
             out = (r - a * rk) @ self.mixture.means + rk.sum(1, keepdim=True) * x
         else:
-            resp, cond, _, _ = self._noisy_components(x, t)
+            resp, cond, _, _, _ = self._noisy_components(x, t)
             out = (resp[..., None] * cond).sum(1)
         return out.reshape(z_t.shape).to(z_t.dtype)
 
@@ -135,8 +142,8 @@ class GaussianMixturePrior(DiffusionPrior):
             r, var, a, _ = self._isotropic_moments(x, t)
             out = -(r / var).sum(1, keepdim=True) * x + a * (r / var) @ self.mixture.means
         else:
-            resp, _, proj, var = self._noisy_components(x, t)
-            grad = -torch.einsum("nij,bnj->bni", self._vec, proj / var)
+            resp, _, proj, var, vec = self._noisy_components(x, t)
+            grad = -torch.einsum("nij,bnj->bni", vec, proj / var)
             out = (resp[..., None] * grad).sum(1)
         return out.reshape(z_t.shape).to(z_t.dtype)
 
