@@ -150,3 +150,18 @@ def eps_from_x0(schedule: NoiseSchedule, z_t: Tensor, x0: Tensor, t) -> Tensor:
 def diffuse(schedule: NoiseSchedule, x: Tensor, t, noise: Tensor) -> Tensor:
     """Sample q(z_t | x) = N(alpha_t x, sigma_t^2) with the given standard normal noise (Eq. 1)."""
     return _bcast(schedule.alpha(t), x) * x + _bcast(schedule.sigma(t), x) * noise
+
+
+def renoise(schedule: NoiseSchedule, z_s: Tensor, s, t, noise: Tensor) -> Tensor:
+    """Sample the forward kernel q(z_t | z_s) for s < t (time travel back up the chain; s = -1 is the data).
+
+    z_t = alpha_{t|s} z_s + sigma_{t|s} noise with alpha_{t|s} = alpha_t / alpha_s and
+    sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (paper 000, App. B.1): one step of it is
+    sqrt(1 - beta_t) z_{t-1} + sqrt(beta_t) noise.
+    """
+    s, t = torch.as_tensor(s), torch.as_tensor(t)
+    if (s >= t).any():
+        raise ValueError(f"renoising needs s < t, got s={s.tolist()} t={t.tolist()}")
+    a_ts = schedule.alpha(t) / schedule.alpha(s)
+    std = (schedule.sigma(t) ** 2 - a_ts**2 * schedule.sigma(s) ** 2).clamp_min(0).sqrt()
+    return _bcast(a_ts, z_s) * z_s + _bcast(std, z_s) * noise

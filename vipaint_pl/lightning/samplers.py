@@ -1,4 +1,4 @@
-"""Methods with nothing to fit across steps (DPS, Blended, RED-diff): LightningModules that only predict, on the same queries,
+"""Methods with nothing to fit across steps (DPS, Blended, RePaint, RED-diff, CoPaint, ReSample): LightningModules that only predict, on the same queries,
 operators, seeds and writer as VIPaint. ``vipaint predict`` runs them; ``vipaint inpaint`` skips the fit.
 """
 
@@ -10,6 +10,7 @@ from .. import rng
 from ..methods.blended import BlendedConfig, blended_sample
 from ..methods.dps import DPSConfig, dps_sample
 from ..methods.red_diff import REDDiffConfig, red_diff_sample
+from ..methods.repaint import RePaintConfig, repaint_sample
 from ..priors import DiffusionPrior
 from .module import InpaintingModule, PriorSpec, SamplingConfig
 
@@ -83,3 +84,19 @@ class REDDiffModule(SamplerModule):
 
     def sample_codes(self, operator, y, shape, n, gens):
         return red_diff_sample(self.prior, operator, y, shape, n, gens, self.red_diff)
+
+
+class RePaintModule(SamplerModule):
+    """RePaint (Lugmayr et al. 2022): replacement with time travel (``jump_length`` / ``jump_n_sample``);
+    on a latent prior the observation is encoded and the mask downsampled, as for Blended."""
+
+    method_name = "repaint"
+
+    def __init__(self, prior: PriorSpec | DiffusionPrior, repaint: RePaintConfig | None = None, seed: int = 0,
+                 sampling: SamplingConfig | None = None):
+        super().__init__(prior, seed, sampling)
+        self.repaint = repaint or RePaintConfig()
+
+    def sample_codes(self, operator, y, shape, n, gens):
+        with torch.no_grad():
+            return repaint_sample(self.prior, operator, y, shape, n, gens, self.repaint)

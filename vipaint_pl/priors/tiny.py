@@ -50,11 +50,12 @@ def _write_index(folder: Path, components: dict[str, tuple[str, str]], pipeline:
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
-def save_tiny_pixel_prior(folder, size: int = 16, channels: int = 3, layout: str = "root", seed: int = 0) -> Path:
+def save_tiny_pixel_prior(folder, size: int = 16, channels: int = 3, layout: str = "root", seed: int = 0,
+                          num_train_timesteps: int = 1000) -> Path:
     """A tiny ``UNet2DModel`` + DDPM scheduler, at the repository root (like google/ddpm-*) or as a pipeline."""
     folder = Path(folder)
     torch.manual_seed(seed)
-    unet, sched = _tiny_unet(channels, size), _scheduler()
+    unet, sched = _tiny_unet(channels, size), _scheduler(num_train_timesteps)
     if layout == "root":
         unet.save_pretrained(folder)
         sched.save_pretrained(folder)
