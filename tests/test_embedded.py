@@ -74,11 +74,11 @@ def test_blended_latent_replaces_the_observed_latent_cells_by_the_encoded_observ
 
 
 @pytest.mark.parametrize("method,key", [("dps", "dps"), ("blended", "blended"), ("red_diff", "red_diff"),
-                                        ("psld", "dps"), ("repaint", "repaint")])
+                                        ("psld", "dps"), ("repaint", "repaint"), ("copaint", "copaint")])
 def test_ready_configs_of_predict_only_methods_run(tmp_path, monkeypatch, method, key):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     main(["predict", "--config", f"configs/{method}_digits.yaml", f"--model.init_args.{key}.steps", "3",
           "--model.init_args.sampling.num_samples", "2", "--data.output_dir", str(tmp_path / "out"),
           "--trainer.default_root_dir", str(tmp_path / "logs")])
-    size = 16 if method == "repaint" else 32  # RePaint's config uses the 16x16 pixel prior
+    size = 16 if method in ("repaint", "copaint") else 32  # their configs use the 16x16 pixel prior
     assert torch.load(tmp_path / "out" / "digit_b" / "result.pt")["samples"].shape == (2, 1, size, size)

@@ -8,6 +8,7 @@ import torch
 
 from .. import rng
 from ..methods.blended import BlendedConfig, blended_sample
+from ..methods.copaint import CoPaintConfig, copaint_sample
 from ..methods.dps import DPSConfig, dps_sample
 from ..methods.red_diff import REDDiffConfig, red_diff_sample
 from ..methods.repaint import RePaintConfig, repaint_sample
@@ -100,3 +101,18 @@ class RePaintModule(SamplerModule):
     def sample_codes(self, operator, y, shape, n, gens):
         with torch.no_grad():
             return repaint_sample(self.prior, operator, y, shape, n, gens, self.repaint)
+
+
+class CoPaintModule(SamplerModule):
+    """CoPaint (Zhang et al. 2023): z_t optimized before each DDIM step so that its one-step estimate fits y;
+    ``copaint.time_travel: true`` is CoPaint-TT. Runs inside predict with gradients (``inference_mode=False``)."""
+
+    method_name = "copaint"
+
+    def __init__(self, prior: PriorSpec | DiffusionPrior, copaint: CoPaintConfig | None = None, seed: int = 0,
+                 sampling: SamplingConfig | None = None):
+        super().__init__(prior, seed, sampling)
+        self.copaint = copaint or CoPaintConfig()
+
+    def sample_codes(self, operator, y, shape, n, gens):
+        return copaint_sample(self.prior, operator, y, shape, n, gens, self.copaint)

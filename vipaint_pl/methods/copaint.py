@@ -1,0 +1,100 @@
+"""CoPaint and CoPaint-TT (Zhang et al., ICLR 2023, "Towards coherent image inpainting using denoising
+diffusion implicit models"): before each DDIM step the whole sample z_t is optimized,
+
+    z_t <- argmin_z ||y - A(D(x0(z, t)))||^2 + xi_t ||z - z_t||^2        (Eq. 9-10; x0(z, t) = E[z_0 | z_t = z])
+
+by ``opt_steps`` gradient steps, so that the one-step estimate x0 agrees with the observation and the
+revealed and unrevealed parts stay coherent. Step size and weight follow the authors' code: the step size
+starts at ``lr``, is scaled by alpha_t / alpha_0 at time t, shrinks by ``backtrack`` while the loss would
+rise, and grows by ``lr_growth`` per reverse step; xi grows by ``reg_growth``. CoPaint-TT
+(``time_travel``) adds RePaint's time travel (jump 10, 2 passes), optimizing z_t again before going back up.
+
+Each sample has its own step size, so a sample does not depend on the others in its batch. The estimate
+x0 is not clipped (the oracle's mixture is not confined to [-1, 1]). On a latent prior the loss goes
+through the decoder, as in latent-DPS; the method was published for pixel priors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .. import rng
+from ..schedule import renoise, transition
+from .guidance import residual_norm
+from .time_travel import moves
+
+
+@dataclass
+class CoPaintConfig:
+    steps: int = 250  # DDIM grid (stride T // steps)
+    eta: float = 0.0  # the authors run deterministic DDIM
+    opt_steps: int = 2  # gradient steps on z_t per reverse step
+    lr: float = 0.02
+    lr_growth: float = 1.012  # the step size grows per reverse step (and shrinks back per step travelled up)
+    reg: float = 1e-4  # xi: weight of ||z - z_t||^2
+    reg_growth: float = 1.01
+    backtrack: float = 0.8  # shrink factor while a step would raise the loss
+    max_backtracks: int = 20  # after that many shrinks the sample stays where it is
+    time_travel: bool = False  # CoPaint-TT
+    jump_length: int = 10
+    jump_n_sample: int = 2
+
+
+def _per_sample(v: Tensor, like: Tensor) -> Tensor:
+    return v.view(-1, *([1] * (like.ndim - 1)))
+
+
+def optimize_xt(prior, operator, y: Tensor, z_t: Tensor, t: int, lr: float, reg: float, cfg: CoPaintConfig):
+    """``cfg.opt_steps`` backtracking gradient steps on Eq. 10; returns the new z_t and its x0 estimate."""
+    anchor = z_t.detach()
+    step = torch.full((z_t.shape[0],), lr * float(prior.schedule.alpha(t) / prior.schedule.alpha(0)),
+                      dtype=z_t.dtype, device=z_t.device)
+
+    def objective(z: Tensor) -> tuple[Tensor, Tensor]:
+        x0 = prior.predict_x0(z, t)
+        return residual_norm(operator, prior, x0, y, squared=True) + reg * (z - anchor).flatten(1).pow(2).sum(1), x0
+
+    z = anchor
+    with torch.enable_grad():
+        z = z.clone().requires_grad_(True)
+        loss, x0 = objective(z)
+    for _ in range(cfg.opt_steps):
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(loss.sum(), z)
+        with torch.no_grad():
+            pending = torch.ones_like(step, dtype=torch.bool)
+            for _ in range(cfg.max_backtracks):  # shrink each sample's step until its loss does not rise
+                new_loss, _ = objective(z - _per_sample(step, z) * grad)
+                pending = pending & ~(new_loss <= loss)  # NaN counts as a rise
+                if not pending.any():
+                    break
+                step = torch.where(pending, step * cfg.backtrack, step)
+            step = torch.where(pending, torch.zeros_like(step), step)  # no acceptable step: stay
+        with torch.enable_grad():
+            z = (z - _per_sample(step, z) * grad).detach().requires_grad_(True)
+            loss, x0 = objective(z)
+    return z.detach(), x0.detach()
+
+
+def copaint_sample(prior, operator, y: Tensor, shape, num_samples: int, gens, cfg: CoPaintConfig | None = None) -> Tensor:
+    """(B * num_samples, *shape) clean codes (decode them on a latent prior)."""
+    cfg = cfg or CoPaintConfig()
+    y = y.repeat_interleave(num_samples, 0)
+    z = rng.randn(gens, num_samples, shape, y)
+    lr, reg, reversing = cfg.lr, cfg.reg, False
+    jump_n_sample = cfg.jump_n_sample if cfg.time_travel else 1
+    for t, s in moves(cfg.steps, cfg.jump_length, jump_n_sample, prior.num_train_timesteps):
+        if s > t:  # time travel: optimize once more, then back up the chain
+            if reversing:
+                z, _ = optimize_xt(prior, operator, y, z, t, lr, reg, cfg)
+            z = renoise(prior.schedule, z, t, s, rng.randn(gens, num_samples, shape, z))
+            lr, reg, reversing = lr / cfg.lr_growth, reg / cfg.reg_growth, False
+            continue
+        z, x0 = optimize_xt(prior, operator, y, z, t, lr, reg, cfg)
+        mean, std = transition(prior.schedule, z, x0, s, t, cfg.eta)  # DDIM step from the optimized z_t
+        z = mean + std * rng.randn(gens, num_samples, shape, z)
+        lr, reg, reversing = lr * cfg.lr_growth, reg * cfg.reg_growth, True
+    return z
