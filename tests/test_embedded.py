@@ -74,7 +74,8 @@ def test_blended_latent_replaces_the_observed_latent_cells_by_the_encoded_observ
 
 
 @pytest.mark.parametrize("method,key", [("dps", "dps"), ("blended", "blended"), ("red_diff", "red_diff"),
-                                        ("psld", "dps"), ("repaint", "repaint"), ("copaint", "copaint")])
+                                        ("psld", "dps"), ("repaint", "repaint"), ("copaint", "copaint"),
+                                        ("resample", "resample")])
 def test_ready_configs_of_predict_only_methods_run(tmp_path, monkeypatch, method, key):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     main(["predict", "--config", f"configs/{method}_digits.yaml", f"--model.init_args.{key}.steps", "3",

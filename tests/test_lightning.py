@@ -196,12 +196,14 @@ def test_tensorboard_gets_every_vlb_term_learning_rates_and_posterior_grids(work
                                                      ("DPSModule", "latent", {"variant": "gml-dps"}),
                                                      ("RePaintModule", "pixel", {"jump_length": 2, "jump_n_sample": 2}),
                                                      ("RePaintModule", "latent", {"jump_length": 2, "jump_n_sample": 2}),
-                                                     ("CoPaintModule", "pixel", {"time_travel": True, "jump_length": 2})])
+                                                     ("CoPaintModule", "pixel", {"time_travel": True, "jump_length": 2}),
+                                                     ("ReSampleModule", "latent", {"every": 1, "latent_iters": 5,
+                                                                                   "pixel_iters": 5})])
 def test_predict_only_methods_run_through_the_cli(workspace, method, prior_kind, extra):
     out = workspace / f"{method}_{prior_kind}_{extra.get('variant', '')}"
     cfg = _config(workspace, prior_kind, out.name)
     key = {"DPSModule": "dps", "BlendedModule": "blended", "REDDiffModule": "red_diff", "RePaintModule": "repaint",
-           "CoPaintModule": "copaint"}[method]
+           "CoPaintModule": "copaint", "ReSampleModule": "resample"}[method]
     cfg["model"] = {"class_path": f"vipaint_pl.lightning.{method}",
                     "init_args": {"prior": {"kind": prior_kind, "source": str(workspace / prior_kind)},
                                   key: {"steps": 4, **extra}, "sampling": {"num_samples": 2}}}

@@ -12,6 +12,7 @@ from ..methods.copaint import CoPaintConfig, copaint_sample
 from ..methods.dps import DPSConfig, dps_sample
 from ..methods.red_diff import REDDiffConfig, red_diff_sample
 from ..methods.repaint import RePaintConfig, repaint_sample
+from ..methods.resample import ReSampleConfig, resample_sample
 from ..priors import DiffusionPrior
 from .module import InpaintingModule, PriorSpec, SamplingConfig
 
@@ -116,3 +117,18 @@ class CoPaintModule(SamplerModule):
 
     def sample_codes(self, operator, y, shape, n, gens):
         return copaint_sample(self.prior, operator, y, shape, n, gens, self.copaint)
+
+
+class ReSampleModule(SamplerModule):
+    """ReSample (Song et al. 2024): latent-DPS steps, hard data consistency by optimization in the middle and
+    last thirds, stochastic resampling. Runs inside predict with gradients (``inference_mode=False``)."""
+
+    method_name = "resample"
+
+    def __init__(self, prior: PriorSpec | DiffusionPrior, resample: ReSampleConfig | None = None, seed: int = 0,
+                 sampling: SamplingConfig | None = None):
+        super().__init__(prior, seed, sampling)
+        self.resample = resample or ReSampleConfig()
+
+    def sample_codes(self, operator, y, shape, n, gens):
+        return resample_sample(self.prior, operator, y, shape, n, gens, self.resample)

@@ -1,0 +1,116 @@
+"""ReSample (Song et al., ICLR 2024, "Solving inverse problems with latent diffusion models via hard data
+consistency", Alg. 1), as the authors' code runs it.
+
+Every DDIM step t -> s takes a latent-DPS step, z'_s = DDIM(z_t) - scale * alphabar_t * grad_{z_t} ||y - A(D(x0))||.
+Every ``every`` grid steps in the middle and last thirds of the chain comes hard data consistency:
+  1. from z'_s, ``lookahead`` more unconditional DDIM steps give the estimate x0 (the code's look ahead);
+  2. x0 is made to fit y by optimization (Eq. 8): in the middle third in pixel space,
+     argmin_x ||y - A x||^2 from D(x0), then encoded; in the last third in latent space, argmin_z ||y - A(D(z))||^2;
+  3. stochastic resampling (Eq. 9-10) maps the fitted z0_y back to time s: z_s given the forward marginal
+     N(alpha_s z0_y, sigma_s^2) and z'_s read as a noisy observation of z_s with variance s2, i.e. mean
+     (s2 alpha_s z0_y + sigma_s^2 z'_s) / (s2 + sigma_s^2), variance s2 sigma_s^2 / (s2 + sigma_s^2), where
+     s2 = gamma times the DDPM posterior variance of t -> s.
+The final code gets one more latent optimization. Optimizers are AdamW (the authors' lr, iterations and
+stopping rules); each sample stops on its own, so a sample does not depend on the rest of its batch.
+On a pixel prior (or the oracle) D and E are the identity and both optimizations act on the sample itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .. import rng
+from ..schedule import transition
+from .guidance import residual_norm
+from .time_travel import moves
+
+
+@dataclass
+class ReSampleConfig:
+    steps: int = 500  # DDIM grid (stride T // steps)
+    eta: float = 0.0  # deterministic DDIM, as the authors run it
+    dps_scale: float = 0.5  # the latent-DPS step is dps_scale * alphabar_t
+    every: int = 10  # hard data consistency every `every` grid steps (middle and last thirds)
+    lookahead: int = 5  # unconditional DDIM steps before taking x0 for the optimization
+    gamma: float = 40.0  # resampling variance = gamma * DDPM posterior variance
+    pixel_lr: float = 1e-2
+    pixel_iters: int = 2000
+    latent_lr: float = 5e-3
+    latent_iters: int = 500
+    tol: float = 1e-3  # stop once the mean squared residual is below tol^2
+    patience: int = 200  # latent optimization stops when the loss is above that of `patience` iterations ago
+    weight_decay: float = 0.01  # AdamW's default, which the authors' optimizers use
+
+
+def fit_measurement(render, operator, y: Tensor, init: Tensor, lr: float, iters: int, cfg: ReSampleConfig,
+                    patience: int = 0) -> Tensor:
+    """argmin_v mean ||y - A(render(v))||^2 from ``init`` by AdamW (Eq. 8); every sample stops on its own."""
+    v = init.detach().clone().requires_grad_(True)
+    opt = torch.optim.AdamW([v], lr=lr, weight_decay=cfg.weight_decay)
+    active = torch.ones(v.shape[0], dtype=torch.bool, device=v.device)
+    history = []
+    for it in range(iters):
+        with torch.enable_grad():
+            loss = (operator(render(v)) - y).flatten(1).pow(2).mean(1)
+            opt.zero_grad()
+            loss.sum().backward()
+        before = v.detach().clone()
+        opt.step()
+        with torch.no_grad():
+            v[~active] = before[~active]  # samples that had stopped stay where they stopped
+        loss = loss.detach()
+        done = loss < cfg.tol**2
+        if patience:
+            history.append(loss)
+            if it >= patience:
+                done |= history[-patience - 1] < loss  # no progress over the last `patience` iterations
+        active &= ~done
+        if not active.any():
+            break
+    return v.detach()
+
+
+def stochastic_resample(z0_y: Tensor, z_s: Tensor, abar_s: float, s2: float, noise: Tensor) -> Tensor:
+    """Eq. 9-10: z ~ N(sqrt(abar_s) z0_y, 1 - abar_s) conditioned on z_s = z + N(0, s2), sampled with ``noise``."""
+    v = 1.0 - abar_s
+    mean = (s2 * abar_s**0.5 * z0_y + v * z_s) / (s2 + v)
+    return mean + (s2 * v / (s2 + v)) ** 0.5 * noise
+
+
+def resample_sample(prior, operator, y: Tensor, shape, num_samples: int, gens, cfg: ReSampleConfig | None = None) -> Tensor:
+    """(B * num_samples, *shape) clean codes (decode them on a latent prior)."""
+    cfg = cfg or ReSampleConfig()
+    y = y.repeat_interleave(num_samples, 0)
+    schedule = prior.schedule
+    abar = lambda t: float(schedule.alpha(t)) ** 2  # noqa: E731
+    path = moves(cfg.steps, 1, 1, prior.num_train_timesteps)
+    z = rng.randn(gens, num_samples, shape, y)
+    for position, (t, s) in zip(range(cfg.steps - 1, -1, -1), path):
+        with torch.enable_grad():  # DDIM step + latent-DPS step
+            z = z.detach().requires_grad_(True)
+            x0 = prior.predict_x0(z, t)
+            (grad,) = torch.autograd.grad(residual_norm(operator, prior, x0, y).sum(), z)
+        mean, std = transition(schedule, z.detach(), x0.detach(), s, t, cfg.eta)
+        z = mean + std * rng.randn(gens, num_samples, shape, z) - cfg.dps_scale * abar(t) * grad
+        if not (0 < position <= cfg.steps - cfg.steps // 3 and position % cfg.every == 0):
+            continue
+        with torch.no_grad():  # look ahead for the estimate x0
+            z_ahead = z
+            for t_k, s_k in path[cfg.steps - position: cfg.steps - position + cfg.lookahead]:
+                if s_k < 0:
+                    break
+                x0 = prior.predict_x0(z_ahead, t_k)
+                mean, std = transition(schedule, z_ahead, x0, s_k, t_k, cfg.eta)
+                z_ahead = mean + std * rng.randn(gens, num_samples, shape, z)
+        if position >= cfg.steps // 3:  # middle third: fit in pixel space, then encode
+            with torch.no_grad():
+                x = fit_measurement(lambda v: v, operator, y, prior.decode(x0), cfg.pixel_lr, cfg.pixel_iters, cfg)
+                z0_y = prior.encode(x)
+        else:  # last third: fit in latent space through the decoder
+            z0_y = fit_measurement(prior.decode, operator, y, x0, cfg.latent_lr, cfg.latent_iters, cfg, cfg.patience)
+        s2 = cfg.gamma * float(schedule.sigma(s) ** 2 / schedule.sigma(t) ** 2 * (1 - abar(t) / abar(s)))
+        z = stochastic_resample(z0_y, z, abar(s), s2, rng.randn(gens, num_samples, shape, z))
+    return fit_measurement(prior.decode, operator, y, z, cfg.latent_lr, cfg.latent_iters, cfg, cfg.patience)
