@@ -9,6 +9,8 @@ Recipe (Cardoso et al., ICLR 2024, as written in DESIGN.md), written out so the 
 - x ~ prior, y = A x + sigma_y n; exact posterior by the closed form (a mixture again);
 - diffusion: a standard DDPM schedule, 1000 steps, betas linear 1e-4 .. 2e-2; the exact denoiser;
   DPS (zeta 0.5, un-squared norm; and the squared form) and Blended run 100 reverse steps (DDPM, eta 1);
+  so do RePaint (jump 10 x 10 on top), CoPaint (DDIM, 2 steps on z_t each; CoPaint-TT: jump 10 x 2) and
+  ReSample (DDIM, hard data consistency every 10 steps); PSLD 100 DDIM steps; RED-diff 100 Adam steps;
   VIPaint-K: 150 Adam steps on the bound (Gaussian likelihood with the true sigma_y, beta 1, 8 Monte
   Carlo samples), then 40 reverse steps (eta 1) from Ts, without or with DPS (zeta 0.5);
 - metrics: sliced W2 between 1k method samples and 10k exact samples over 100 random projections,
@@ -36,8 +38,11 @@ import torch
 
 from vipaint_pl import rng
 from vipaint_pl.methods.blended import BlendedConfig, blended_sample
+from vipaint_pl.methods.copaint import CoPaintConfig, copaint_sample
 from vipaint_pl.methods.dps import DPSConfig, dps_sample
 from vipaint_pl.methods.red_diff import REDDiffConfig, red_diff_sample
+from vipaint_pl.methods.repaint import RePaintConfig, repaint_sample
+from vipaint_pl.methods.resample import ReSampleConfig, resample_sample
 from vipaint_pl.methods.vipaint import BoundConfig, fit_vipaint, hierarchy_times, sample_vipaint
 from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
 from vipaint_pl.operators import DenseLinear, random_dense_operator
@@ -97,6 +102,10 @@ def methods(quick: bool) -> dict:
         "PSLD": sampler_method(dps_sample, DPSConfig(steps=chain, variant="psld", eta=0.0, step_size=1.0)),
         "RED-diff": sampler_method(red_diff_sample, REDDiffConfig()),
         "RED-diff-V": sampler_method(red_diff_sample, REDDiffConfig(times="random")),
+        "RePaint": sampler_method(repaint_sample, RePaintConfig(steps=chain)),
+        "CoPaint": sampler_method(copaint_sample, CoPaintConfig(steps=chain)),
+        "CoPaint-TT": sampler_method(copaint_sample, CoPaintConfig(steps=chain, time_travel=True)),
+        "ReSample": sampler_method(resample_sample, ReSampleConfig(steps=chain)),
     }
 
 

@@ -10,8 +10,10 @@ small (<= 20 % missing), random (40-80 %), half (a half-plane at a random angle)
 
 Methods: VIPaint-2 and VIPaint-4 (100 Adam steps on the bound, then 50 reverse steps from Ts with DPS),
 DPS (the gradient goes through the decoder on the latent prior: latent-DPS), replacement (Blended;
-Blended Latent Diffusion on the latent prior), PSLD (250 DDIM steps, omega 1, gamma 0.1) and RED-diff
-(100 Adam steps, lr 0.25, lambda 0.25, descending times).
+Blended Latent Diffusion on the latent prior), PSLD (250 DDIM steps, omega 1, gamma 0.1), RED-diff
+(100 Adam steps, lr 0.25, lambda 0.25, descending times), RePaint (250 steps, jump 10 x 10), CoPaint
+(250 DDIM steps, 2 steps on z_t each; CoPaint-TT adds jump 10 x 2) and ReSample (250 DDIM steps instead
+of the authors' 500, latent prior only). Chains other than VIPaint's have 250 steps.
 
     python scripts/evaluate.py --images 10 --out outputs/evaluate
 """
@@ -34,8 +36,11 @@ from vipaint_pl import rng
 from vipaint_pl.datasets import digits
 from vipaint_pl.masks import make_mask
 from vipaint_pl.methods.blended import BlendedConfig, blended_sample
+from vipaint_pl.methods.copaint import CoPaintConfig, copaint_sample
 from vipaint_pl.methods.dps import DPSConfig, dps_sample
 from vipaint_pl.methods.red_diff import REDDiffConfig, red_diff_sample
+from vipaint_pl.methods.repaint import RePaintConfig, repaint_sample
+from vipaint_pl.methods.resample import ReSampleConfig, resample_sample
 from vipaint_pl.methods.vipaint import fit_vipaint, hierarchy_times, sample_vipaint
 from vipaint_pl.operators import Inpainting
 from vipaint_pl.perceptual import PerceptualDistance
@@ -82,29 +87,26 @@ def vipaint(k: int):
     return run
 
 
-def dps(prior, op_for, y, shape, name):
-    gens = rng.generators(0, [name], "dps")
-    return prior.decode(dps_sample(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, DPSConfig(steps=250)))
+def sampler(sample_fn, cfg, purpose: str):
+    """A predict-only method: NUM_SAMPLES codes from ``sample_fn`` with the query's own noise, decoded."""
+    def run(prior, op_for, y, shape, name):
+        gens = rng.generators(0, [name], purpose)
+        return prior.decode(sample_fn(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, cfg))
+
+    return run
 
 
-def blended(prior, op_for, y, shape, name):
-    gens = rng.generators(0, [name], "blended")
-    return prior.decode(blended_sample(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, BlendedConfig(steps=250)))
-
-
-def psld(prior, op_for, y, shape, name):
-    gens = rng.generators(0, [name], "psld")
-    cfg = DPSConfig(steps=250, variant="psld", eta=0.0, step_size=1.0, omega=1.0, gamma=0.1)
-    return prior.decode(dps_sample(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, cfg))
-
-
-def red_diff(prior, op_for, y, shape, name):
-    gens = rng.generators(0, [name], "red_diff")
-    return prior.decode(red_diff_sample(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, REDDiffConfig()))
-
-
-METHODS = {"VIPaint-2": vipaint(2), "VIPaint-4": vipaint(4), "DPS": dps, "Blended (replacement)": blended,
-           "PSLD": psld, "RED-diff": red_diff}
+METHODS = {"VIPaint-2": vipaint(2), "VIPaint-4": vipaint(4),
+           "DPS": sampler(dps_sample, DPSConfig(steps=250), "dps"),
+           "Blended (replacement)": sampler(blended_sample, BlendedConfig(steps=250), "blended"),
+           "PSLD": sampler(dps_sample, DPSConfig(steps=250, variant="psld", eta=0.0, step_size=1.0, omega=1.0, gamma=0.1),
+                           "psld"),
+           "RED-diff": sampler(red_diff_sample, REDDiffConfig(), "red_diff"),
+           "RePaint": sampler(repaint_sample, RePaintConfig(steps=250), "repaint"),
+           "CoPaint": sampler(copaint_sample, CoPaintConfig(steps=250), "copaint"),
+           "CoPaint-TT": sampler(copaint_sample, CoPaintConfig(steps=250, time_travel=True), "copaint"),
+           "ReSample": sampler(resample_sample, ReSampleConfig(steps=250), "resample")}
+LATENT_ONLY = {"ReSample"}  # published for latent priors only
 
 
 # ---- metrics -------------------------------------------------------------------------------------
@@ -147,6 +149,8 @@ def evaluate_prior(name: str, images: int, methods: list[str], log) -> dict:
     table: dict = {"classifier_test_accuracy": clean_acc, "cells": {}}
     for mask_kind in MASKS:
         for method in methods:
+            if method in LATENT_ONLY and not prior.is_latent:
+                continue
             rows = []
             for i in range(images):
                 qname = f"{name}/{i}"
