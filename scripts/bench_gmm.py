@@ -21,6 +21,7 @@ Recipe (Cardoso et al., ICLR 2024, as written in DESIGN.md), written out so the 
 
     python scripts/bench_gmm.py --quick                  # one small cell, under a minute
     python scripts/bench_gmm.py --out outputs/bench_gmm  # the full grid: JSON + Markdown table
+    python scripts/bench_gmm.py --jobs 16 --out ...      # the same figures, problems spread over 16 processes
 """
 
 from __future__ import annotations
@@ -119,26 +120,53 @@ def score(samples: torch.Tensor, post, exact: torch.Tensor) -> dict:
             "mode_tv": mode_coverage_tv(samples, post.means, post.weights)}
 
 
-def run_cell(setting: str, d_x: int, d_y: int, problems: int, quick: bool, log, only=None) -> dict:
-    rows: dict[str, list[dict]] = {}
-    for p in range(problems):
-        seed = 1000 * d_x + 10 * d_y + p
-        prior, op, x, y, sigma_y = make_problem(setting, d_x, d_y, seed)
-        post = prior.exact_posterior(op, y, sigma_y)
-        exact = post.sample(N_EXACT, torch.Generator().manual_seed(seed + 7)).double()
-        for name, fn in methods(quick).items():
-            if only and name not in only:
-                continue
-            start = time.time()
-            result = score(fn(prior, op, y, sigma_y, seed).detach(), post, exact)
-            result["seconds"] = time.time() - start
-            rows.setdefault(name, []).append(result)
-        log(f"{setting} d_x={d_x} d_y={d_y} problem {p}: " +
-            ", ".join(f"{n} {r[-1]['max_sw2']:.2f}" for n, r in rows.items()))
-    return {name: {k: float(np.nanmedian([r[k] for r in rs])) for k in rs[0]} |
-            {"max_sw2_q25": float(np.nanpercentile([r["max_sw2"] for r in rs], 25)),
-             "max_sw2_q75": float(np.nanpercentile([r["max_sw2"] for r in rs], 75))}
-            for name, rs in rows.items()}
+def run_problem(setting: str, d_x: int, d_y: int, p: int, quick: bool, only=None) -> dict[str, dict]:
+    """Every method's scores on problem ``p`` of a cell (seeded by the cell and p alone)."""
+    seed = 1000 * d_x + 10 * d_y + p
+    prior, op, x, y, sigma_y = make_problem(setting, d_x, d_y, seed)
+    post = prior.exact_posterior(op, y, sigma_y)
+    exact = post.sample(N_EXACT, torch.Generator().manual_seed(seed + 7)).double()
+    scores = {}
+    for name, fn in methods(quick).items():
+        if only and name not in only:
+            continue
+        start = time.time()
+        scores[name] = score(fn(prior, op, y, sigma_y, seed).detach(), post, exact) | {"seconds": time.time() - start}
+    print(f"{setting} d_x={d_x} d_y={d_y} problem {p}: " +
+          ", ".join(f"{n} {r['max_sw2']:.2f}" for n, r in scores.items()), flush=True)
+    return scores
+
+
+def summarize(per_problem: list[dict[str, dict]]) -> dict:
+    """Medians over problems (and the interquartile range of max-SW2) per method."""
+    out = {}
+    for name in per_problem[0]:
+        rs = [scores[name] for scores in per_problem]
+        out[name] = {k: float(np.nanmedian([r[k] for r in rs])) for k in rs[0]} | {
+            "max_sw2_q25": float(np.nanpercentile([r["max_sw2"] for r in rs], 25)),
+            "max_sw2_q75": float(np.nanpercentile([r["max_sw2"] for r in rs], 75))}
+    return out
+
+
+def _one_thread_worker():
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(True)
+
+
+def _run_problem_job(job):
+    return run_problem(*job)
+
+
+def run_problems(jobs: list[tuple], workers: int) -> list[dict]:
+    """run_problem on every job, in this process or in ``workers`` processes of one torch thread each
+    (problems are seeded on their own, so the figures do not depend on the number of workers)."""
+    if workers <= 1:
+        return [run_problem(*job) for job in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread_worker) as pool:
+        return list(pool.map(_run_problem_job, jobs))
 
 
 def markdown(results: list[dict]) -> str:
@@ -163,6 +191,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--settings", nargs="+", default=["svd", "inpaint"], choices=["svd", "inpaint"])
     parser.add_argument("--methods", nargs="+", default=None, help="only these methods (names as in the table)")
     parser.add_argument("--out", default=None, help="folder for results.json and results.md")
+    parser.add_argument("--jobs", type=int, default=1, help="problems run in this many processes, one torch thread each")
     args = parser.parse_args(argv)
     unknown = set(args.methods or []) - set(methods(True))
     if unknown:
@@ -172,19 +201,24 @@ def main(argv=None) -> list[dict]:
         [("svd", d, m) for d in args.dims for m in args.obs] * ("svd" in args.settings) +
         [("inpaint", d, d // 2) for d in args.dims] * ("inpaint" in args.settings))
     problems = 2 if args.quick else args.problems
+    start = time.time()
+    jobs = [(setting, d_x, d_y, p, args.quick, args.methods) for setting, d_x, d_y in cells for p in range(problems)]
+    scores = run_problems(jobs, args.jobs)
     results = []
-    for setting, d_x, d_y in cells:
-        start = time.time()
-        cell = run_cell(setting, d_x, d_y, problems, args.quick, lambda s: print(s, flush=True), args.methods)
-        results.append({"setting": setting, "d_x": d_x, "d_y": d_y, "problems": problems, "methods": cell,
-                        "seconds": time.time() - start})
+    for i, (setting, d_x, d_y) in enumerate(cells):
+        per_problem = scores[i * problems:(i + 1) * problems]
+        results.append({"setting": setting, "d_x": d_x, "d_y": d_y, "problems": problems,
+                        "methods": summarize(per_problem),
+                        "seconds": sum(r["seconds"] for sc in per_problem for r in sc.values())})
+    print(f"wall time {time.time() - start:.0f} s with {args.jobs} worker(s)")
     table = markdown(results)
     print(table)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
-                f"{torch.get_num_threads()} torch threads", "torch": torch.__version__, "quick": args.quick,
+                f"{torch.get_num_threads()} torch threads, {args.jobs} worker(s)", "torch": torch.__version__,
+                "quick": args.quick,
                 "n_exact": N_EXACT, "n_method": N_METHOD, "projections": PROJECTIONS}
         (out / "results.json").write_text(json.dumps({"meta": meta, "cells": results}, indent=2))
         (out / "results.md").write_text(table + "\n")

@@ -99,3 +99,13 @@ def test_unknown_benchmark_method_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         bench_gmm.main(["--quick", "--methods", "DPSS"])
     assert "DPSS" in capsys.readouterr().err
+
+
+def test_parallel_workers_give_the_same_figures(capsys):
+    import bench_gmm
+
+    args = ["--quick", "--methods", "prior (reference)", "DPS"]
+    one, two = bench_gmm.main(args)[0]["methods"], bench_gmm.main(args + ["--jobs", "2"])[0]["methods"]
+    for name in one:
+        assert {k: v for k, v in one[name].items() if k != "seconds"} == \
+               {k: v for k, v in two[name].items() if k != "seconds"}
