@@ -5,8 +5,6 @@
 
 from pathlib import Path
 
-import torch
-
 from vipaint_pl.datasets import digits
 from vipaint_pl.image_io import save_image
 from vipaint_pl.masks import box_mask, half_plane_mask

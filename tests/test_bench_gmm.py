@@ -11,19 +11,8 @@ from vipaint_pl.methods.blended import BlendedConfig, blended_sample, replace_ob
 from vipaint_pl.methods.dps import DPSConfig, dps_sample
 from vipaint_pl.metrics import sliced_wasserstein
 from vipaint_pl.operators import DenseLinear
-from vipaint_pl.priors.gmm import grid_mixture_prior
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-
-@pytest.fixture(scope="module")
-def problem():
-    prior = grid_mixture_prior(8, seed=0)
-    op = DenseLinear(torch.eye(8, dtype=torch.float64)[[0, 1, 4, 5]])
-    x = prior.sample(1, torch.Generator().manual_seed(3))
-    y = op.measure(x.double(), 0.5, torch.Generator().manual_seed(4))
-    exact = prior.exact_posterior(op, y, 0.5).sample(4000, torch.Generator().manual_seed(5))
-    return prior, op, y, exact
 
 
 def test_dps_is_closer_to_the_exact_posterior_than_the_prior(problem):

@@ -7,17 +7,6 @@ from vipaint_pl import rng
 from vipaint_pl.methods.copaint import CoPaintConfig, copaint_sample, optimize_xt
 from vipaint_pl.methods.guidance import residual_norm
 from vipaint_pl.metrics import sliced_wasserstein
-from vipaint_pl.operators import DenseLinear
-from vipaint_pl.priors.gmm import grid_mixture_prior
-
-
-@pytest.fixture(scope="module")
-def problem():
-    prior = grid_mixture_prior(8, seed=0)
-    op = DenseLinear(torch.eye(8, dtype=torch.float64)[[0, 1, 4, 5]])
-    y = op.measure(prior.sample(1, torch.Generator().manual_seed(3)).double(), 0.5, torch.Generator().manual_seed(4))
-    exact = prior.exact_posterior(op, y, 0.5).sample(4000, torch.Generator().manual_seed(5))
-    return prior, op, y, exact
 
 
 @pytest.mark.parametrize("time_travel,ratio", [(False, 0.1), (True, 0.05)])  # measured 0.017 and 0.010

@@ -1,22 +1,11 @@
 """ReSample on the Gaussian-mixture oracle; its resampling step and its per-sample optimizations."""
 
-import pytest
 import torch
 
 from vipaint_pl import rng
 from vipaint_pl.methods.resample import ReSampleConfig, fit_measurement, resample_sample, stochastic_resample
 from vipaint_pl.metrics import sliced_wasserstein
 from vipaint_pl.operators import DenseLinear
-from vipaint_pl.priors.gmm import grid_mixture_prior
-
-
-@pytest.fixture(scope="module")
-def problem():
-    prior = grid_mixture_prior(8, seed=0)
-    op = DenseLinear(torch.eye(8, dtype=torch.float64)[[0, 1, 4, 5]])
-    y = op.measure(prior.sample(1, torch.Generator().manual_seed(3)).double(), 0.5, torch.Generator().manual_seed(4))
-    exact = prior.exact_posterior(op, y, 0.5).sample(4000, torch.Generator().manual_seed(5))
-    return prior, op, y, exact
 
 
 def test_resample_is_closer_to_the_exact_posterior_than_the_prior(problem):
