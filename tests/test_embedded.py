@@ -83,3 +83,11 @@ def test_ready_configs_of_predict_only_methods_run(tmp_path, monkeypatch, method
           "--trainer.default_root_dir", str(tmp_path / "logs")])
     size = 16 if method in ("repaint", "copaint") else 32  # their configs use the 16x16 pixel prior
     assert torch.load(tmp_path / "out" / "digit_b" / "result.pt")["samples"].shape == (2, 1, size, size)
+
+
+def test_fit_on_a_method_with_nothing_to_fit_is_a_clear_error(monkeypatch):
+    from vipaint_pl.errors import ConfigError
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    with pytest.raises(ConfigError, match="RePaintModule has nothing to fit: run `vipaint predict`"):
+        main(["fit", "--config", "configs/repaint_digits.yaml"])

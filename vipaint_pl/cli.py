@@ -12,6 +12,14 @@ class VipaintTrainer(Trainer):
     """A Trainer with one more entry point: ``inpaint`` fits each query's posterior (if the method has
     one), then samples."""
 
+    def fit(self, model, *args, **kwargs):
+        if not getattr(model, "needs_fit", True):
+            from .errors import ConfigError
+
+            raise ConfigError(f"{type(model).__name__} has nothing to fit: run `vipaint predict` (or `vipaint inpaint`, "
+                              "which skips the fit) with the same config")
+        return super().fit(model, *args, **kwargs)
+
     def inpaint(self, model, datamodule=None, ckpt_path: str | None = None):
         if getattr(model, "needs_fit", True):
             self.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
