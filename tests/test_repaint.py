@@ -6,7 +6,7 @@ import torch
 from vipaint_pl import rng
 from vipaint_pl.errors import ConfigError
 from vipaint_pl.methods.repaint import RePaintConfig, repaint_sample
-from vipaint_pl.methods.time_travel import jump_positions, moves
+from vipaint_pl.methods.time_travel import ddim_path, jump_schedule, moves, repaint_path
 from vipaint_pl.metrics import sliced_wasserstein
 from vipaint_pl.operators import Inpainting
 from vipaint_pl.priors import load_prior
@@ -19,19 +19,25 @@ def test_jump_schedule_is_diffusers_repaint_schedule():
 
     sched = RePaintScheduler()
     sched.set_timesteps(250, jump_length=10, jump_n_sample=10)
-    positions = jump_positions(250, 10, 10, 1000)
-    # diffusers steps (or renoises up to) timestep tau; the sample then sits at grid position tau - 1
-    assert positions[0] == 249 and positions[1:] == [int(t) // 4 - 1 for t in sched.timesteps]
-    assert all(abs(a - b) == 1 for a, b in zip(positions[:-1], positions[1:])) and positions[-1] == -1
+    schedule = jump_schedule(250, 10, 10, 1000)
+    assert schedule == [int(t) // 4 for t in sched.timesteps]
+    # diffusers steps (or renoises up to) index i; the sample then sits at grid position i - 1
+    positions = repaint_path(schedule)
+    assert positions[0] == 249 and positions[-1] == -1
+    assert all(abs(a - b) == 1 for a, b in zip(positions[:-1], positions[1:]))
     assert sum(b > a for a, b in zip(positions[:-1], positions[1:])) == 24 * 9 * 10  # 24 stretches, 9 x 10 back
-    assert len(moves(250, 10, 1, 1000)) == 250  # no resampling: plain 250 reverse steps
+    assert min(a for a, b in zip(positions[:-1], positions[1:]) if b > a) == -1  # travels up from the data
+    # CoPaint reads the indices as positions: it never travels up from the data
+    copaint = ddim_path(jump_schedule(250, 10, 2, 1000))
+    assert min(a for a, b in zip(copaint[:-1], copaint[1:]) if b > a) == 0 and copaint[-2:] == [0, -1]
+    assert len(moves(ddim_path(jump_schedule(250, 10, 1, 1000)), 250, 1000)) == 250  # no jumps: 250 steps
 
 
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(steps=1001), dict(jump_length=0), dict(jump_n_sample=0)])
 def test_bad_jump_settings_are_refused(bad):
     args = dict(steps=250, jump_length=10, jump_n_sample=10) | bad
     with pytest.raises(ConfigError):
-        jump_positions(**args, num_train_timesteps=1000)
+        jump_schedule(**args, num_train_timesteps=1000)
 
 
 def test_renoise_has_the_forward_marginals_in_float64():

@@ -24,7 +24,7 @@ from torch import Tensor
 from .. import rng
 from ..schedule import renoise, transition
 from .guidance import residual_norm
-from .time_travel import moves
+from .time_travel import ddim_path, jump_schedule, moves
 
 
 @dataclass
@@ -86,7 +86,8 @@ def copaint_sample(prior, operator, y: Tensor, shape, num_samples: int, gens, cf
     z = rng.randn(gens, num_samples, shape, y)
     lr, reg, reversing = cfg.lr, cfg.reg, False
     jump_n_sample = cfg.jump_n_sample if cfg.time_travel else 1
-    for t, s in moves(cfg.steps, cfg.jump_length, jump_n_sample, prior.num_train_timesteps):
+    path = ddim_path(jump_schedule(cfg.steps, cfg.jump_length, jump_n_sample, prior.num_train_timesteps))
+    for t, s in moves(path, cfg.steps, prior.num_train_timesteps):  # the authors' path: never up from the data
         if s > t:  # time travel: optimize once more, then back up the chain
             if reversing:
                 z, _ = optimize_xt(prior, operator, y, z, t, lr, reg, cfg)

@@ -21,7 +21,7 @@ from torch import Tensor
 from .. import rng
 from ..schedule import renoise, transition
 from .blended import observed_projection, replace_observed
-from .time_travel import moves
+from .time_travel import jump_schedule, moves, repaint_path
 
 
 @dataclass
@@ -38,7 +38,8 @@ def repaint_sample(prior, operator, y: Tensor, shape, num_samples: int, gens, cf
     project, x_obs = observed_projection(prior, operator, y.repeat_interleave(num_samples, 0), shape)
     schedule = prior.schedule
     z = rng.randn(gens, num_samples, shape, y)
-    for t, s in moves(cfg.steps, cfg.jump_length, cfg.jump_n_sample, prior.num_train_timesteps):
+    path = repaint_path(jump_schedule(cfg.steps, cfg.jump_length, cfg.jump_n_sample, prior.num_train_timesteps))
+    for t, s in moves(path, cfg.steps, prior.num_train_timesteps):
         if s > t:  # time travel: back up the chain
             z = renoise(schedule, z, t, s, rng.randn(gens, num_samples, shape, z))
             continue

@@ -25,7 +25,7 @@ from torch import Tensor
 from .. import rng
 from ..schedule import transition
 from .guidance import residual_norm
-from .time_travel import moves
+from .time_travel import ddim_path, jump_schedule, moves
 
 
 @dataclass
@@ -86,7 +86,7 @@ def resample_sample(prior, operator, y: Tensor, shape, num_samples: int, gens, c
     y = y.repeat_interleave(num_samples, 0)
     schedule = prior.schedule
     abar = lambda t: float(schedule.alpha(t)) ** 2  # noqa: E731
-    path = moves(cfg.steps, 1, 1, prior.num_train_timesteps)
+    path = moves(ddim_path(jump_schedule(cfg.steps, 1, 1, prior.num_train_timesteps)), cfg.steps, prior.num_train_timesteps)
     z = rng.randn(gens, num_samples, shape, y)
     for position, (t, s) in zip(range(cfg.steps - 1, -1, -1), path):
         with torch.enable_grad():  # DDIM step + latent-DPS step

@@ -5,7 +5,12 @@ The chain lives on grid positions p in {steps - 1, ..., 0, -1}; position p is th
 (stride = T // steps) and p = -1 is the clean data. Going down one position is a reverse step, going up
 one is the forward kernel q(z_t | z_s). Every ``jump_length`` positions the chain goes back up
 ``jump_length`` positions, ``jump_n_sample - 1`` times; with ``jump_n_sample = 1`` it never does.
-This is the schedule of diffusers' ``RePaintScheduler.set_timesteps``, read as positions of the sample.
+
+``jump_schedule`` is the index sequence of diffusers' ``RePaintScheduler.set_timesteps`` (and of CoPaint's
+``ddim_repaint_timesteps``). The two codes read it differently, and so do the two paths here:
+- ``repaint_path``: index i means "step from i" (diffusers), so the sample sits at i - 1 after it and the
+  lowest stretch is travelled from the data;
+- ``ddim_path``: the indices are the sample's positions (CoPaint), ending at 0, then one step to the data.
 """
 
 from __future__ import annotations
@@ -15,25 +20,34 @@ from ..errors import ConfigError
 DATA_POSITION = -1
 
 
-def jump_positions(steps: int, jump_length: int, jump_n_sample: int, num_train_timesteps: int) -> list[int]:
-    """The positions the chain visits, from ``steps - 1`` (pure noise) to -1 (the data); neighbours differ by 1."""
+def jump_schedule(steps: int, jump_length: int, jump_n_sample: int, num_train_timesteps: int) -> list[int]:
+    """Grid indices from ``steps - 1`` down to 0, going back up ``jump_length`` after every ``jump_length``."""
     if not 1 <= steps <= num_train_timesteps:
         raise ConfigError(f"steps must be in [1, {num_train_timesteps}] (the prior's training steps), got {steps}")
     if jump_length < 1 or jump_n_sample < 1:
         raise ConfigError(f"jump_length and jump_n_sample must be >= 1, got {jump_length} and {jump_n_sample}")
     jumps_left = {j: jump_n_sample - 1 for j in range(0, steps - jump_length, jump_length)}
-    visited = []  # the step index whose transition is taken next (diffusers' timesteps / stride)
+    indices = []
     t = steps
     while t >= 1:
         t -= 1
-        visited.append(t)
+        indices.append(t)
         if jumps_left.get(t, 0) > 0:
             jumps_left[t] -= 1
             for _ in range(jump_length):
                 t += 1
-                visited.append(t)
-    # a reverse step at index i moves the sample from position i to i - 1; going up to index i moves it to i - 1
-    return [visited[0]] + [i - 1 for i in visited]
+                indices.append(t)
+    return indices
+
+
+def repaint_path(schedule: list[int]) -> list[int]:
+    """Positions of the sample when index i means "the transition from i" (diffusers' RePaint)."""
+    return [schedule[0]] + [i - 1 for i in schedule]
+
+
+def ddim_path(schedule: list[int]) -> list[int]:
+    """Positions of the sample when the indices are its positions (CoPaint), then the step to the data."""
+    return schedule + [DATA_POSITION]
 
 
 def position_time(position: int, stride: int) -> int:
@@ -41,8 +55,7 @@ def position_time(position: int, stride: int) -> int:
     return DATA_POSITION if position == DATA_POSITION else position * stride
 
 
-def moves(steps: int, jump_length: int, jump_n_sample: int, num_train_timesteps: int):
-    """(t_from, t_to) DDPM-time pairs of every move: t_to < t_from is a reverse step, t_to > t_from a renoising."""
-    stride = num_train_timesteps // steps
-    path = [position_time(p, stride) for p in jump_positions(steps, jump_length, jump_n_sample, num_train_timesteps)]
-    return list(zip(path[:-1], path[1:]))
+def moves(path: list[int], steps: int, num_train_timesteps: int) -> list[tuple[int, int]]:
+    """(t_from, t_to) DDPM-time pairs along a path: t_to < t_from is a reverse step, t_to > t_from a renoising."""
+    times = [position_time(p, num_train_timesteps // steps) for p in path]
+    return list(zip(times[:-1], times[1:]))
