@@ -10,7 +10,8 @@ Every ``every`` grid steps in the middle and last thirds of the chain comes hard
      N(alpha_s z0_y, sigma_s^2) and z'_s read as a noisy observation of z_s with variance s2, i.e. mean
      (s2 alpha_s z0_y + sigma_s^2 z'_s) / (s2 + sigma_s^2), variance s2 sigma_s^2 / (s2 + sigma_s^2), where
      s2 = gamma times the DDPM posterior variance of t -> s.
-The final code gets one more latent optimization. Optimizers are AdamW (the authors' lr, iterations and
+The final code gets one more latent optimization. x0 is always the Tweedie estimate (z - sigma eps) / alpha;
+the authors' code writes (z - sigma^2 eps) / alpha for the estimates it optimizes from. Optimizers are AdamW (the authors' lr, iterations and
 stopping rules); each sample stops on its own, so a sample does not depend on the rest of its batch.
 On a pixel prior (or the oracle) D and E are the identity and both optimizations act on the sample itself.
 """
