@@ -57,25 +57,26 @@ def optimize_xt(prior, operator, y: Tensor, z_t: Tensor, t: int, lr: float, reg:
         x0 = prior.predict_x0(z, t)
         return residual_norm(operator, prior, x0, y, squared=True) + reg * (z - anchor).flatten(1).pow(2).sum(1), x0
 
-    z = anchor
-    with torch.enable_grad():
-        z = z.clone().requires_grad_(True)
-        loss, x0 = objective(z)
+    def evaluate(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        with torch.enable_grad():  # the accepted candidate's graph gives the next gradient
+            z = z.detach().requires_grad_(True)
+            return (z, *objective(z))
+
+    z, loss, x0 = evaluate(anchor)
     for _ in range(cfg.opt_steps):
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(loss.sum(), z)
-        with torch.no_grad():
-            pending = torch.ones_like(step, dtype=torch.bool)
-            for _ in range(cfg.max_backtracks):  # shrink each sample's step until its loss does not rise
-                new_loss, _ = objective(z - _per_sample(step, z) * grad)
-                pending = pending & ~(new_loss <= loss)  # NaN counts as a rise
-                if not pending.any():
-                    break
-                step = torch.where(pending, step * cfg.backtrack, step)
-            step = torch.where(pending, torch.zeros_like(step), step)  # no acceptable step: stay
-        with torch.enable_grad():
-            z = (z - _per_sample(step, z) * grad).detach().requires_grad_(True)
-            loss, x0 = objective(z)
+        pending = torch.ones_like(step, dtype=torch.bool)
+        for _ in range(cfg.max_backtracks):  # shrink each sample's step until its loss does not rise
+            candidate = evaluate(z - _per_sample(step, z) * grad)
+            pending = pending & ~(candidate[1].detach() <= loss.detach())  # NaN counts as a rise
+            if not pending.any():
+                break
+            step = torch.where(pending, step * cfg.backtrack, step)
+        if pending.any():  # no acceptable step for some samples: they stay
+            step = torch.where(pending, torch.zeros_like(step), step)
+            candidate = evaluate(z - _per_sample(step, z) * grad)
+        z, loss, x0 = candidate
     return z.detach(), x0.detach()
 
 

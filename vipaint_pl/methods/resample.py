@@ -58,10 +58,12 @@ def fit_measurement(render, operator, y: Tensor, init: Tensor, lr: float, iters:
             loss = (operator(render(v)) - y).flatten(1).pow(2).mean(1)
             opt.zero_grad()
             loss.sum().backward()
-        before = v.detach().clone()
+        stopped = ~active
+        before = v.detach()[stopped].clone() if stopped.any() else None
         opt.step()
-        with torch.no_grad():
-            v[~active] = before[~active]  # samples that had stopped stay where they stopped
+        if before is not None:
+            with torch.no_grad():
+                v[stopped] = before  # samples that had stopped stay where they stopped
         loss = loss.detach()
         done = loss < cfg.tol**2
         if patience:
