@@ -1,6 +1,6 @@
 """Exact-posterior benchmark: every method's samples against the true posterior of a Gaussian mixture.
 
-Recipe (Cardoso et al., ICLR 2024, as written in DESIGN.md), written out so the figures can be compared:
+Recipe (after Cardoso et al., ICLR 2024), written out so the figures can be compared:
 - prior: 25 components, means (-8i, -8j) repeated over the dimension for i, j in {-2..2}, identity
   covariances, weights from squared standard normals (seeded per problem);
 - operator (setting "svd"): A = U diag(s) V^T from the SVD of a Gaussian (d_y, d_x) matrix with s
@@ -8,11 +8,13 @@ Recipe (Cardoso et al., ICLR 2024, as written in DESIGN.md), written out so the 
   setting "inpaint": A keeps a random half of the coordinates, sigma_y = 0.05;
 - x ~ prior, y = A x + sigma_y n; exact posterior by the closed form (a mixture again);
 - diffusion: a standard DDPM schedule, 1000 steps, betas linear 1e-4 .. 2e-2; the exact denoiser;
-  DPS (zeta 0.5, un-squared norm; and the squared form) and Blended run 100 reverse steps (DDPM, eta 1);
-  so do RePaint (jump 10 x 10 on top), CoPaint (DDIM, 2 steps on z_t each; CoPaint-TT: jump 10 x 2) and
-  ReSample (DDIM, hard data consistency every 10 steps); PSLD 100 DDIM steps; RED-diff 100 Adam steps;
-  VIPaint-K: 150 Adam steps on the bound (Gaussian likelihood with the true sigma_y, beta 1, 8 Monte
-  Carlo samples), then 40 reverse steps (eta 1) from Ts, without or with DPS (zeta 0.5);
+- methods: every method of ``vipaint_pl.methods.METHODS`` with its defaults, except that a chain of more
+  than 100 steps runs 100 (50 with --quick): DPS (zeta 0.5, un-squared norm; and the squared form) and
+  Blended 100 DDPM steps; RePaint the same with jump 10 x 10; CoPaint 100 DDIM steps (2 steps on z_t each;
+  CoPaint-TT: jump 10 x 2); ReSample 100 DDIM steps (hard data consistency every 10); PSLD 100 DDIM steps;
+  RED-diff 100 Adam steps; VIPaint-K: 150 Adam steps on the bound (Gaussian likelihood with the true
+  sigma_y, beta 1, 8 Monte Carlo samples), then 40 reverse steps (eta 1) from Ts, without or with DPS
+  (zeta 0.5). A method added to the registry gets a row of its own with its defaults;
 - metrics: sliced W2 between 1k method samples and 10k exact samples over 100 random projections,
   max over projections (max-SW2, as the published table) and mean over projections (SW2); RMSE per
   coordinate of the sample mean against the exact posterior mean; mode coverage: total variation
@@ -37,14 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vipaint_pl import rng
-from vipaint_pl.methods.blended import BlendedConfig, blended_sample
-from vipaint_pl.methods.copaint import CoPaintConfig, copaint_sample
-from vipaint_pl.methods.dps import DPSConfig, dps_sample
-from vipaint_pl.methods.red_diff import REDDiffConfig, red_diff_sample
-from vipaint_pl.methods.repaint import RePaintConfig, repaint_sample
-from vipaint_pl.methods.resample import ReSampleConfig, resample_sample
-from vipaint_pl.methods.vipaint import BoundConfig, fit_vipaint, hierarchy_times, sample_vipaint
+from vipaint_pl.methods import METHODS, method_config, run_method
 from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
 from vipaint_pl.operators import DenseLinear, random_dense_operator
 from vipaint_pl.priors.gmm import grid_mixture_prior
@@ -67,47 +62,66 @@ def make_problem(setting: str, d_x: int, d_y: int, seed: int):
     return prior, op, x, y, sigma_y
 
 
-def vipaint_method(k: int, fit_steps: int, dps_step_size: float):
-    def run(prior, op, y, sigma_y, seed):
-        bound = BoundConfig(likelihood="gaussian", likelihood_scale=sigma_y, mc_samples=8)
-        post = fit_vipaint(prior, op, y, hierarchy_times(k), steps=fit_steps, bound=bound, seed=seed)
-        return sample_vipaint(prior, post, op, y, N_METHOD, steps=40, eta=1.0, dps_step_size=dps_step_size, seed=seed)
+# The rows: (label, registry name or None for prior samples, changes to the method's defaults).
+ROWS = [
+    ("prior (reference)", None, {}),
+    ("VIPaint-1", "vipaint", {"k": 1}),
+    ("VIPaint-2", "vipaint", {"k": 2}),
+    ("VIPaint-4", "vipaint", {"k": 4}),
+    ("VIPaint-2 + DPS 0.5", "vipaint", {"k": 2, "sampling": {"dps_step_size": 0.5}}),
+    ("DPS", "dps", {}),
+    ("DPS (squared)", "dps", {"loss": "squared"}),
+    ("Blended (replacement)", "blended", {}),
+    ("PSLD", "psld", {}),
+    ("RED-diff", "red-diff", {}),
+    ("RED-diff-V", "red-diff-v", {}),
+    ("RePaint", "repaint", {}),
+    ("CoPaint", "copaint", {}),
+    ("CoPaint-TT", "copaint-tt", {}),
+    ("ReSample", "resample", {}),
+]
+# VIPaint on the oracle: the exact Gaussian likelihood (the operator's sigma_y), more fit steps and samples
+VIPAINT_SETTINGS = {"fit_steps": 150, "bound": {"likelihood": "gaussian", "likelihood_scale": None, "mc_samples": 8},
+                    "sampling": {"steps": 40, "eta": 1.0, "dps_step_size": 0.0}}
 
-    return run
+
+def merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied, nested dicts merged key by key."""
+    out = dict(base)
+    for k, v in changes.items():
+        out[k] = merged(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
 
 
-def sampler_method(fn, cfg):
-    def run(prior, op, y, sigma_y, seed):
-        gens = rng.generators(seed, ["0"], "predict")
-        return fn(prior, op, y, tuple(prior.event_shape), N_METHOD, gens, cfg)
-
-    return run
+def rows() -> list[tuple]:
+    """ROWS, then a row with its defaults for every registered method that ROWS does not name."""
+    named = {name for _, name, _ in ROWS}
+    return ROWS + [(name, name, {}) for name in METHODS if name not in named]
 
 
-def prior_method(prior, op, y, sigma_y, seed):
-    return prior.sample(N_METHOD, torch.Generator().manual_seed(seed))
+def row_config(name: str, changes: dict, chain: int):
+    """The method's config on this benchmark: chains capped at ``chain`` steps, then the row's changes."""
+    base = VIPAINT_SETTINGS if name == "vipaint" else {}
+    cfg = method_config(name, merged(base, changes))
+    if getattr(cfg, "steps", 0) > chain:
+        cfg = cfg.replace(steps=chain)
+    return cfg
 
 
 def methods(quick: bool) -> dict:
-    fit_steps, chain = 150, 50 if quick else 100  # 100 reverse steps, as the published GMM runs use
-    dps = DPSConfig(steps=chain)
-    return {
-        "prior (reference)": prior_method,
-        "VIPaint-1": vipaint_method(1, fit_steps, 0.0),
-        "VIPaint-2": vipaint_method(2, fit_steps, 0.0),
-        "VIPaint-4": vipaint_method(4, fit_steps, 0.0),
-        "VIPaint-2 + DPS 0.5": vipaint_method(2, fit_steps, 0.5),
-        "DPS": sampler_method(dps_sample, dps),
-        "DPS (squared)": sampler_method(dps_sample, replace(dps, squared=True)),
-        "Blended (replacement)": sampler_method(blended_sample, BlendedConfig(steps=chain)),
-        "PSLD": sampler_method(dps_sample, DPSConfig(steps=chain, variant="psld", eta=0.0, step_size=1.0)),
-        "RED-diff": sampler_method(red_diff_sample, REDDiffConfig()),
-        "RED-diff-V": sampler_method(red_diff_sample, REDDiffConfig(times="random")),
-        "RePaint": sampler_method(repaint_sample, RePaintConfig(steps=chain)),
-        "CoPaint": sampler_method(copaint_sample, CoPaintConfig(steps=chain)),
-        "CoPaint-TT": sampler_method(copaint_sample, CoPaintConfig(steps=chain, time_travel=True)),
-        "ReSample": sampler_method(resample_sample, ReSampleConfig(steps=chain)),
-    }
+    """label -> run(prior, op, y, seed) for every row."""
+    chain = 50 if quick else 100  # 100 reverse steps, as the published GMM runs use
+
+    def sampler(name, cfg):
+        return lambda prior, op, y, seed: run_method(name, prior, op, y, N_METHOD, seed, config=cfg)
+
+    out = {}
+    for label, name, changes in rows():
+        if name is None:
+            out[label] = lambda prior, op, y, seed: prior.sample(N_METHOD, torch.Generator().manual_seed(seed))
+        else:
+            out[label] = sampler(name, row_config(name, changes, chain))
+    return out
 
 
 def score(samples: torch.Tensor, post, exact: torch.Tensor) -> dict:
@@ -124,6 +138,7 @@ def run_problem(setting: str, d_x: int, d_y: int, p: int, quick: bool, only=None
     """Every method's scores on problem ``p`` of a cell (seeded by the cell and p alone)."""
     seed = 1000 * d_x + 10 * d_y + p
     prior, op, x, y, sigma_y = make_problem(setting, d_x, d_y, seed)
+    op.sigma_y = sigma_y  # the known noise level: VIPaint's Gaussian likelihood reads it
     post = prior.exact_posterior(op, y, sigma_y)
     exact = post.sample(N_EXACT, torch.Generator().manual_seed(seed + 7)).double()
     scores = {}
@@ -131,7 +146,7 @@ def run_problem(setting: str, d_x: int, d_y: int, p: int, quick: bool, only=None
         if only and name not in only:
             continue
         start = time.time()
-        scores[name] = score(fn(prior, op, y, sigma_y, seed).detach(), post, exact) | {"seconds": time.time() - start}
+        scores[name] = score(fn(prior, op, y, seed).detach(), post, exact) | {"seconds": time.time() - start}
     print(f"{setting} d_x={d_x} d_y={d_y} problem {p}: " +
           ", ".join(f"{n} {r['max_sw2']:.2f}" for n, r in scores.items()), flush=True)
     return scores

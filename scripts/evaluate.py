@@ -8,12 +8,13 @@ RMSE between the samples of one query (pixels in [0, 1]); digit accuracy = the s
 small CNN, trained here on the train split, assigns to the true digit. Masks (white = missing):
 small (<= 20 % missing), random (40-80 %), half (a half-plane at a random angle), seeded per image.
 
-Methods: VIPaint-2 and VIPaint-4 (100 Adam steps on the bound, then 50 reverse steps from Ts with DPS),
+Methods: every method of ``vipaint_pl.methods.METHODS`` with its defaults, chains capped at 250 steps:
+VIPaint-2 and VIPaint-4 (100 Adam steps on the bound, then 50 reverse steps from Ts with DPS),
 DPS (the gradient goes through the decoder on the latent prior: latent-DPS), replacement (Blended;
 Blended Latent Diffusion on the latent prior), PSLD (250 DDIM steps, omega 1, gamma 0.1), RED-diff
 (100 Adam steps, lr 0.25, lambda 0.25, descending times), RePaint (250 steps, jump 10 x 10), CoPaint
 (250 DDIM steps, 2 steps on z_t each; CoPaint-TT adds jump 10 x 2) and ReSample (250 DDIM steps instead
-of the authors' 500, latent prior only). Chains other than VIPaint's have 250 steps.
+of the authors' 500, latent prior only, for its cost). A method added to the registry gets a row.
 
     python scripts/evaluate.py --images 10 --out outputs/evaluate
 """
@@ -35,13 +36,7 @@ from torch import nn
 from vipaint_pl import rng
 from vipaint_pl.datasets import digits
 from vipaint_pl.masks import make_mask
-from vipaint_pl.methods.blended import BlendedConfig, blended_sample
-from vipaint_pl.methods.copaint import CoPaintConfig, copaint_sample
-from vipaint_pl.methods.dps import DPSConfig, dps_sample
-from vipaint_pl.methods.red_diff import REDDiffConfig, red_diff_sample
-from vipaint_pl.methods.repaint import RePaintConfig, repaint_sample
-from vipaint_pl.methods.resample import ReSampleConfig, resample_sample
-from vipaint_pl.methods.vipaint import fit_vipaint, hierarchy_times, sample_vipaint
+from vipaint_pl.methods import METHODS, method_config, run_method
 from vipaint_pl.operators import Inpainting
 from vipaint_pl.perceptual import PerceptualDistance
 from vipaint_pl.priors import load_prior
@@ -76,37 +71,23 @@ def train_classifier(size: int, steps: int = 600, seed: int = 0) -> tuple[nn.Mod
     return net.eval(), acc
 
 
-# ---- methods: (prior, op_for(batch), y, shape, gens) -> samples (N, C, H, W) in [-1, 1] -------------
-def vipaint(k: int):
-    def run(prior, op_for, y, shape, name):
-        post = fit_vipaint(prior, op_for(4), y, hierarchy_times(k), steps=100, names=[name])
-        z = sample_vipaint(prior, post, op_for(NUM_SAMPLES), y, NUM_SAMPLES, steps=50, dps_step_size=1.0, eta=0.2,
-                           names=[name])
-        return prior.decode(z)
-
-    return run
-
-
-def sampler(sample_fn, cfg, purpose: str):
-    """A predict-only method: NUM_SAMPLES codes from ``sample_fn`` with the query's own noise, decoded."""
-    def run(prior, op_for, y, shape, name):
-        gens = rng.generators(0, [name], purpose)
-        return prior.decode(sample_fn(prior, op_for(NUM_SAMPLES), y, shape, NUM_SAMPLES, gens, cfg))
-
-    return run
+# ---- rows: (label, registry name, changes to the method's defaults) ---------------------------------
+ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}), ("DPS", "dps", {}),
+        ("Blended (replacement)", "blended", {}), ("PSLD", "psld", {}), ("RED-diff", "red-diff", {}),
+        ("RePaint", "repaint", {}), ("CoPaint", "copaint", {}), ("CoPaint-TT", "copaint-tt", {}),
+        ("ReSample", "resample", {})]
+ROWS += [(name, name, {}) for name in METHODS if name not in {r[1] for r in ROWS}]
+CHAIN = 250
+LATENT_ONLY = {"resample"}  # published for latent priors only (and costly): not run on the pixel prior
 
 
-METHODS = {"VIPaint-2": vipaint(2), "VIPaint-4": vipaint(4),
-           "DPS": sampler(dps_sample, DPSConfig(steps=250), "dps"),
-           "Blended (replacement)": sampler(blended_sample, BlendedConfig(steps=250), "blended"),
-           "PSLD": sampler(dps_sample, DPSConfig(steps=250, variant="psld", eta=0.0, step_size=1.0, omega=1.0, gamma=0.1),
-                           "psld"),
-           "RED-diff": sampler(red_diff_sample, REDDiffConfig(), "red_diff"),
-           "RePaint": sampler(repaint_sample, RePaintConfig(steps=250), "repaint"),
-           "CoPaint": sampler(copaint_sample, CoPaintConfig(steps=250), "copaint"),
-           "CoPaint-TT": sampler(copaint_sample, CoPaintConfig(steps=250, time_travel=True), "copaint"),
-           "ReSample": sampler(resample_sample, ReSampleConfig(steps=250), "resample")}
-LATENT_ONLY = {"ReSample"}  # published for latent priors only
+def run_row(name: str, changes: dict, prior, mask, y, qname: str) -> torch.Tensor:
+    """NUM_SAMPLES decoded samples (N, C, H, W) of one method for one query, with the query's own noise."""
+    cfg = method_config(name, changes)
+    if getattr(cfg, "steps", 0) > CHAIN:
+        cfg = cfg.replace(steps=CHAIN)
+    z = run_method(name, prior, Inpainting(mask[None]), y, NUM_SAMPLES, seed=0, names=[qname], config=cfg)
+    return prior.decode(z)
 
 
 # ---- metrics -------------------------------------------------------------------------------------
@@ -139,32 +120,30 @@ def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: n
             "diversity": float(pair.sum() / (n * (n - 1))), "digit_accuracy": float(acc)}
 
 
-def evaluate_prior(name: str, images: int, methods: list[str], log) -> dict:
-    kind, size = PRIORS[name]
-    prior = load_prior(kind, f"embedded:{name}")
+def evaluate_prior(prior_name: str, images: int, methods: list[str], log) -> dict:
+    kind, size = PRIORS[prior_name]
+    prior = load_prior(kind, f"embedded:{prior_name}")
     net, clean_acc = train_classifier(size)
     stlpips, lpips = PerceptualDistance("st-lpips"), lpips_or_none()
     x, labels = digits(size, "test")
-    shape = prior.latent_shape((1, size, size)) if prior.is_latent else (1, size, size)
     table: dict = {"classifier_test_accuracy": clean_acc, "cells": {}}
     for mask_kind in MASKS:
-        for method in methods:
-            if method in LATENT_ONLY and not prior.is_latent:
+        for label, name, changes in ROWS:
+            if label not in methods or (name in LATENT_ONLY and not prior.is_latent):
                 continue
             rows = []
             for i in range(images):
-                qname = f"{name}/{i}"
+                qname = f"{prior_name}/{i}"
                 mask = make_mask(mask_kind, size, size, np.random.default_rng(rng.query_seed(0, qname, mask_kind)))
-                op_for = lambda n, m=mask: Inpainting(m[None].repeat(n, 1, 1, 1))  # noqa: E731
-                y = op_for(1)(x[i : i + 1])
+                y = Inpainting(mask[None])(x[i : i + 1])
                 start = time.time()
-                samples = METHODS[method](prior, op_for, y, shape, qname).detach().float()
+                samples = run_row(name, changes, prior, mask, y, qname).detach().float()
                 seconds = time.time() - start
                 metrics = image_metrics(samples, x[i : i + 1], int(labels[i]), net, stlpips, lpips)
                 rows.append(metrics | {"seconds": seconds})
-            table["cells"][f"{mask_kind}/{method}"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-            log(f"{name} {mask_kind} {method}: " + ", ".join(f"{k} {v:.3f}" for k, v in
-                                                            table["cells"][f"{mask_kind}/{method}"].items()))
+            table["cells"][f"{mask_kind}/{label}"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            log(f"{prior_name} {mask_kind} {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                            table["cells"][f"{mask_kind}/{label}"].items()))
     return table
 
 
@@ -185,7 +164,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=10, help="held-out digits per mask kind")
     parser.add_argument("--priors", nargs="+", default=list(PRIORS), choices=list(PRIORS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=[r[0] for r in ROWS], choices=[r[0] for r in ROWS])
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     results = {p: evaluate_prior(p, args.images, args.methods, lambda s: print(s, flush=True)) for p in args.priors}

@@ -21,11 +21,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from evaluate import PRIORS, train_classifier  # noqa: E402
 
-from vipaint_pl import rng  # noqa: E402
 from vipaint_pl.datasets import digits  # noqa: E402
 from vipaint_pl.image_io import save_grid  # noqa: E402
 from vipaint_pl.methods.guidance import guided_reverse_diffusion  # noqa: E402
 from vipaint_pl.priors import EMBEDDED_DIR, load_prior  # noqa: E402
+from vipaint_pl.rng import QueryNoise  # noqa: E402
 
 
 def loss_summary(path: Path) -> str:
@@ -47,10 +47,9 @@ def main() -> None:
     for name, (kind, size) in PRIORS.items():
         prior = load_prior(kind, f"embedded:{name}")
         shape = prior.latent_shape((1, size, size)) if prior.is_latent else (1, size, size)
-        gens = rng.generators(0, [name], "card")
-        with torch.no_grad():
-            z = guided_reverse_diffusion(prior, rng.randn(gens, 64, shape, torch.zeros(1)), 999, None, None, gens, 64,
-                                         250, 0.0, 1.0)
+        noise = QueryNoise(0, [name], "card", 64)
+        with torch.no_grad():  # 250 unguided DDPM steps from T - 1
+            z = guided_reverse_diffusion(prior, noise.randn(shape, torch.zeros(1)), 999, noise, 250, 0.0, 1.0, None)
             x = prior.decode(z).clamp(-1, 1)
         folder = EMBEDDED_DIR / name
         save_grid([list(x[8 * r : 8 * r + 8]) for r in range(8)], folder / "samples.png")

@@ -10,7 +10,7 @@ sigma_y = 0.5, beta = 1, 8 Monte Carlo samples, 150 Adam steps; 1000 samples wit
 
 import torch
 
-from vipaint_pl.methods.vipaint import BoundConfig, fit_vipaint, hierarchy_times, sample_vipaint
+from vipaint_pl.methods import method_config, run_method
 from vipaint_pl.metrics import sliced_wasserstein
 from vipaint_pl.operators import DenseLinear
 from vipaint_pl.priors.gmm import grid_mixture_prior
@@ -30,10 +30,11 @@ def main():
     print(f"prior samples: SW2 {sliced_wasserstein(prior_samples, exact):.3f}")
     print("K  dps  SW2    std ratio observed / unobserved (method / exact)")
     for k in (1, 2, 4):
-        fitted = fit_vipaint(prior, op, y, hierarchy_times(k), steps=150,
-                             bound=BoundConfig(likelihood="gaussian", likelihood_scale=0.5, mc_samples=8))
         for dps in (0.0, 0.5):
-            xs = sample_vipaint(prior, fitted, op, y, 1000, steps=40, eta=1.0, dps_step_size=dps)
+            cfg = method_config("vipaint", {"k": k, "fit_steps": 150,
+                                            "bound": {"likelihood": "gaussian", "likelihood_scale": 0.5, "mc_samples": 8},
+                                            "sampling": {"steps": 40, "eta": 1.0, "dps_step_size": dps}})
+            xs = run_method("vipaint", prior, op, y, 1000, config=cfg)
             ratio = xs.std(0) / std
             unobs = [i for i in range(8) if i not in OBS]
             print(f"{k}  {dps:.1f}  {sliced_wasserstein(xs, exact):.3f}  "

@@ -7,7 +7,7 @@ import torch
 
 from vipaint_pl.errors import PriorLoadError
 from vipaint_pl.priors import LatentDiffusersPrior, PixelDiffusersPrior, StableDiffusionPrior, load_prior
-from vipaint_pl.priors.tiny import save_tiny_latent_prior, save_tiny_pixel_prior, save_tiny_stable_diffusion
+from tiny_models import save_tiny_latent_prior, save_tiny_pixel_prior, save_tiny_stable_diffusion
 from vipaint_pl.schedule import x0_from_eps
 
 

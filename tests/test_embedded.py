@@ -43,8 +43,9 @@ def test_unknown_embedded_prior_names_what_ships():
 def test_quickstart_config_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the config's paths are relative to the repository
     cfg = yaml.safe_load(open("configs/quickstart.yaml"))
-    cfg["trainer"].update(max_steps=2, default_root_dir=str(tmp_path / "logs"))
-    cfg["model"]["init_args"]["sampling"].update(num_samples=2, steps=3)
+    cfg["trainer"].update(default_root_dir=str(tmp_path / "logs"))
+    cfg["model"]["init_args"]["vipaint"].update(fit_steps=2, sampling={"steps": 3})
+    cfg["model"]["init_args"]["output"].update(num_samples=2)
     cfg["data"]["output_dir"] = str(tmp_path / "out")
     path = tmp_path / "qs.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -53,41 +54,3 @@ def test_quickstart_config_runs_end_to_end(tmp_path, monkeypatch):
         assert (tmp_path / "out" / name / "grid.png").is_file()
         assert torch.load(tmp_path / "out" / name / "result.pt")["samples"].shape == (2, 1, 32, 32)
     assert any((tmp_path / "logs").rglob("events.out.tfevents*"))
-
-
-def test_blended_latent_replaces_the_observed_latent_cells_by_the_encoded_observation():
-    from vipaint_pl import rng
-    from vipaint_pl.methods.blended import BlendedConfig, blended_sample
-    from vipaint_pl.operators import Inpainting
-
-    prior = load_prior("latent", "embedded:digits-latent")
-    x, _ = digits(32, "test")
-    mask = torch.ones(1, 1, 32, 32)
-    mask[..., 14:, :] = 0  # rows 14.. missing: latent rows 0-2 observed, row 3 half observed (counts), 4.. not
-    op = Inpainting(mask.repeat(3, 1, 1, 1))
-    y = Inpainting(mask)(x[:1])
-    z = blended_sample(prior, op, y, (4, 8, 8), 3, rng.generators(0, ["q"], "b"), BlendedConfig(steps=5))
-    with torch.no_grad():
-        z_obs = prior.encode(Inpainting(mask).pinv(y))
-    torch.testing.assert_close(z[:, :, :4], z_obs[:, :, :4].expand(3, -1, -1, -1))
-    assert (z[:, :, 4:] - z_obs[:, :, 4:]).abs().mean() > 0.1 and z[:, :, 4:].std(0).mean() > 0.05
-
-
-@pytest.mark.parametrize("method,key", [("dps", "dps"), ("blended", "blended"), ("red_diff", "red_diff"),
-                                        ("psld", "dps"), ("repaint", "repaint"), ("copaint", "copaint"),
-                                        ("resample", "resample")])
-def test_ready_configs_of_predict_only_methods_run(tmp_path, monkeypatch, method, key):
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    main(["predict", "--config", f"configs/{method}_digits.yaml", f"--model.init_args.{key}.steps", "3",
-          "--model.init_args.sampling.num_samples", "2", "--data.output_dir", str(tmp_path / "out"),
-          "--trainer.default_root_dir", str(tmp_path / "logs")])
-    size = 16 if method in ("repaint", "copaint") else 32  # their configs use the 16x16 pixel prior
-    assert torch.load(tmp_path / "out" / "digit_b" / "result.pt")["samples"].shape == (2, 1, size, size)
-
-
-def test_fit_on_a_method_with_nothing_to_fit_is_a_clear_error(monkeypatch):
-    from vipaint_pl.errors import ConfigError
-
-    monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    with pytest.raises(ConfigError, match="RePaintModule has nothing to fit: run `vipaint predict`"):
-        main(["fit", "--config", "configs/repaint_digits.yaml"])

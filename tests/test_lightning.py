@@ -9,8 +9,9 @@ import yaml
 from vipaint_pl.cli import VipaintTrainer, main
 from vipaint_pl.errors import ConfigError
 from vipaint_pl.image_io import save_image
-from vipaint_pl.lightning import PriorSpec, QueryDataModule, SamplingConfig, VIPaintModule
-from vipaint_pl.priors.tiny import save_tiny_latent_prior, save_tiny_pixel_prior
+from vipaint_pl.lightning import OutputConfig, PriorSpec, QueryDataModule, VIPaintModule
+from vipaint_pl.methods.vipaint import PosteriorSamplingConfig, VIPaintConfig
+from tiny_models import save_tiny_latent_prior, save_tiny_pixel_prior
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +25,17 @@ def workspace(tmp_path_factory):
     return root
 
 
-def _module(ws, **kw):
-    kw.setdefault("sampling", SamplingConfig(num_samples=2, steps=4))
-    return VIPaintModule(PriorSpec("pixel", str(ws / "pixel")), k=2, times=[30, 20], log_images_every_n_steps=0, **kw)
+def _cfg(steps=2, **kw):
+    return VIPaintConfig(k=2, times=[30, 20], fit_steps=steps, sampling=PosteriorSamplingConfig(steps=4), **kw)
 
 
-def _trainer(ws, steps, **kw):
-    return VipaintTrainer(max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
+def _module(ws, steps=2, **kw):
+    kw.setdefault("output", OutputConfig(num_samples=2))
+    return VIPaintModule(PriorSpec("pixel", str(ws / "pixel")), _cfg(steps), log_images_every_n_steps=0, **kw)
+
+
+def _trainer(ws, **kw):
+    return VipaintTrainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
                           inference_mode=False, default_root_dir=str(ws / "runs"), **kw)
 
 
@@ -41,8 +46,8 @@ def _data(ws, out="out", **kw):
 def test_result_does_not_depend_on_batch_composition(workspace):
     results = []
     for bs in (1, 3):
-        m = _module(workspace, query_batch_size=bs)
-        t = _trainer(workspace, 3, enable_checkpointing=False)
+        m = _module(workspace, steps=3, query_batch_size=bs)
+        t = _trainer(workspace, enable_checkpointing=False)
         preds = t.inpaint(m, datamodule=_data(workspace, query_batch_size=bs))
         results.append((m.posterior.mu.detach().clone(), torch.cat([r["samples"] for b in preds for r in b])))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
@@ -50,18 +55,17 @@ def test_result_does_not_depend_on_batch_composition(workspace):
 
 
 def test_checkpoint_holds_no_prior_and_resume_reproduces(workspace):
-    full = _module(workspace)
-    _trainer(workspace, 4, enable_checkpointing=False).fit(full, datamodule=_data(workspace))
+    full = _module(workspace, steps=4)
+    _trainer(workspace, enable_checkpointing=False).fit(full, datamodule=_data(workspace))
     ckdir = workspace / "ck"
-    first = _module(workspace)
-    t = VipaintTrainer(max_steps=2, logger=False, enable_progress_bar=False, inference_mode=False,
-                       default_root_dir=str(ckdir))
+    first = _module(workspace, steps=2)
+    t = VipaintTrainer(logger=False, enable_progress_bar=False, inference_mode=False, default_root_dir=str(ckdir))
     t.fit(first, datamodule=_data(workspace))
     ckpt = next(ckdir.rglob("*.ckpt"))
     state = torch.load(ckpt, weights_only=False)["state_dict"]
     assert set(state) == {"posterior.mu", "posterior.log_std", "posterior.gamma"}
-    resumed = _module(workspace)
-    _trainer(workspace, 4, enable_checkpointing=False).fit(resumed, datamodule=_data(workspace), ckpt_path=str(ckpt))
+    resumed = _module(workspace, steps=4)
+    _trainer(workspace, enable_checkpointing=False).fit(resumed, datamodule=_data(workspace), ckpt_path=str(ckpt))
     torch.testing.assert_close(resumed.posterior.mu, full.posterior.mu, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(resumed.posterior.gamma, full.posterior.gamma)
     shutil.rmtree(ckdir)
@@ -69,7 +73,7 @@ def test_checkpoint_holds_no_prior_and_resume_reproduces(workspace):
 
 def test_observed_pixels_are_kept_and_writer_output(workspace):
     m = _module(workspace)
-    preds = _trainer(workspace, 2, enable_checkpointing=False).inpaint(m, datamodule=_data(workspace, out="w"))
+    preds = _trainer(workspace, enable_checkpointing=False).inpaint(m, datamodule=_data(workspace, out="w"))
     r = preds[0][0]
     assert r["samples"].shape == (2, 3, 16, 16)
     assert (r["samples"] * r["mask"] - r["truth"] * r["mask"]).abs().max() < 1e-5
@@ -79,23 +83,26 @@ def test_observed_pixels_are_kept_and_writer_output(workspace):
 
 def test_bad_configuration_errors(workspace):
     with pytest.raises(ConfigError, match="Te > Ts"):
-        VIPaintModule(PriorSpec("pixel", str(workspace / "pixel")), k=2, times=[20, 30])
-    with pytest.raises(ConfigError, match="K >= 1"):
-        VIPaintModule(PriorSpec("pixel", str(workspace / "pixel")), k=0)
+        VIPaintModule(PriorSpec("pixel", str(workspace / "pixel")), VIPaintConfig(k=2, times=[20, 30]))
+    with pytest.raises(ConfigError, match="VIPaintConfig.k must be >= 1"):
+        VIPaintModule(PriorSpec("pixel", str(workspace / "pixel")), {"k": 0})
+    with pytest.raises(ConfigError, match="disagree"):  # the number of fit steps has one source
+        _trainer(workspace, max_steps=7, enable_checkpointing=False).fit(_module(workspace), datamodule=_data(workspace))
     with pytest.raises(ConfigError, match="unknown task"):
         QueryDataModule(str(workspace / "images"), task="colorize")
     m = _module(workspace)
     with pytest.raises(ConfigError, match="channels"):
-        _trainer(workspace, 1, enable_checkpointing=False).fit(m, datamodule=_data(workspace, channels=1))
+        _trainer(workspace, enable_checkpointing=False).fit(m, datamodule=_data(workspace, channels=1))
 
 
 def _config(ws, prior_kind, out):
     return {
         "model": {"class_path": "vipaint_pl.lightning.VIPaintModule",
-                  "init_args": {"prior": {"kind": prior_kind, "source": str(ws / prior_kind)}, "k": 2,
-                                "times": [30, 20], "sampling": {"num_samples": 2, "steps": 3}}},
+                  "init_args": {"prior": {"kind": prior_kind, "source": str(ws / prior_kind)},
+                                "vipaint": {"k": 2, "times": [30, 20], "fit_steps": 2, "sampling": {"steps": 3}},
+                                "output": {"num_samples": 2}}},
         "data": {"images": str(ws / "images"), "mask_kind": "random", "output_dir": str(ws / out)},
-        "trainer": {"max_steps": 2, "default_root_dir": str(ws / f"runs_{prior_kind}"), "enable_progress_bar": False},
+        "trainer": {"default_root_dir": str(ws / f"runs_{prior_kind}"), "enable_progress_bar": False},
     }
 
 
@@ -107,7 +114,7 @@ def test_cli_inpaint_then_predict_from_checkpoint(workspace, prior_kind):
     assert (workspace / f"cli_{prior_kind}" / "im2" / "grid.png").is_file()
     ckpt = next((workspace / f"runs_{prior_kind}").rglob("*.ckpt"))
     main(["predict", "--config", str(cfg), "--ckpt_path", str(ckpt), "--data.output_dir",
-          str(workspace / f"pred_{prior_kind}"), "--model.init_args.sampling.num_samples", "3"])
+          str(workspace / f"pred_{prior_kind}"), "--model.init_args.output.num_samples", "3"])
     assert (workspace / f"pred_{prior_kind}" / "im0" / "sample_02.png").is_file()
 
 
@@ -119,7 +126,7 @@ def test_cli_rejects_unknown_method(workspace, capsys):
 
 def test_bf16_mixed_runs_and_keeps_parameters_float32(workspace):
     m = _module(workspace)
-    preds = _trainer(workspace, 2, enable_checkpointing=False, precision="bf16-mixed").inpaint(
+    preds = _trainer(workspace, enable_checkpointing=False, precision="bf16-mixed").inpaint(
         m, datamodule=_data(workspace, out="bf16"))
     assert m.posterior.mu.dtype == torch.float32 and m.prior.alphas_cumprod.dtype == torch.float64
     assert torch.isfinite(preds[0][0]["samples"]).all()
@@ -140,7 +147,8 @@ def _run_cli(args, cwd, ok=True):
 def test_two_gloo_processes_give_the_same_results_as_one(workspace):
     """Queries sharded over 2 CPU ranks: same posterior samples as 1 rank; per-rank checkpoint files."""
     cfg = _config(workspace, "pixel", "one_rank")
-    cfg["trainer"].update(accelerator="cpu", max_steps=3, logger=False)
+    cfg["trainer"].update(accelerator="cpu", logger=False)
+    cfg["model"]["init_args"]["vipaint"]["fit_steps"] = 3
     path = workspace / "ddp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     main(["inpaint", "--config", str(path), "--trainer.devices", "1"])
@@ -176,8 +184,8 @@ def test_tensorboard_gets_every_vlb_term_learning_rates_and_posterior_grids(work
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logger = TensorBoardLogger(str(workspace / "tb"), name="run")
-    m = VIPaintModule(PriorSpec("pixel", str(workspace / "pixel")), k=2, times=[30, 20], log_images_every_n_steps=2)
-    VipaintTrainer(max_steps=3, logger=logger, log_every_n_steps=1, enable_progress_bar=False, enable_checkpointing=False,
+    m = VIPaintModule(PriorSpec("pixel", str(workspace / "pixel")), _cfg(3), log_images_every_n_steps=2)
+    VipaintTrainer(logger=logger, log_every_n_steps=1, enable_progress_bar=False, enable_checkpointing=False,
                    inference_mode=False).fit(m, datamodule=_data(workspace))
     acc = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
@@ -190,23 +198,20 @@ def test_tensorboard_gets_every_vlb_term_learning_rates_and_posterior_grids(work
     assert steps == [0, 2]  # every 2 steps and the last one
 
 
-@pytest.mark.parametrize("method,prior_kind,extra", [("DPSModule", "pixel", {}), ("BlendedModule", "latent", {}),
-                                                     ("REDDiffModule", "latent", {}),
-                                                     ("DPSModule", "latent", {"variant": "psld"}),
-                                                     ("DPSModule", "latent", {"variant": "gml-dps"}),
-                                                     ("RePaintModule", "pixel", {"jump_length": 2, "jump_n_sample": 2}),
-                                                     ("RePaintModule", "latent", {"jump_length": 2, "jump_n_sample": 2}),
-                                                     ("CoPaintModule", "pixel", {"time_travel": True, "jump_length": 2}),
-                                                     ("ReSampleModule", "latent", {"every": 1, "latent_iters": 5,
-                                                                                   "pixel_iters": 5})])
-def test_predict_only_methods_run_through_the_cli(workspace, method, prior_kind, extra):
-    out = workspace / f"{method}_{prior_kind}_{extra.get('variant', '')}"
+@pytest.mark.parametrize("method,prior_kind,extra", [("dps", "pixel", {}), ("blended", "latent", {}),
+                                                     ("red-diff", "latent", {}), ("psld", "latent", {}),
+                                                     ("gml-dps", "latent", {}),
+                                                     ("repaint", "pixel", {"jump_length": 2, "jump_n_sample": 2}),
+                                                     ("repaint", "latent", {"jump_length": 2, "jump_n_sample": 2}),
+                                                     ("copaint-tt", "pixel", {"jump_length": 2}),
+                                                     ("resample", "latent", {"every": 1, "latent_iters": 5,
+                                                                             "pixel_iters": 5})])
+def test_sampling_methods_run_through_the_cli(workspace, method, prior_kind, extra):
+    out = workspace / f"{method}_{prior_kind}"
     cfg = _config(workspace, prior_kind, out.name)
-    key = {"DPSModule": "dps", "BlendedModule": "blended", "REDDiffModule": "red_diff", "RePaintModule": "repaint",
-           "CoPaintModule": "copaint", "ReSampleModule": "resample"}[method]
-    cfg["model"] = {"class_path": f"vipaint_pl.lightning.{method}",
-                    "init_args": {"prior": {"kind": prior_kind, "source": str(workspace / prior_kind)},
-                                  key: {"steps": 4, **extra}, "sampling": {"num_samples": 2}}}
+    cfg["model"] = {"class_path": "vipaint_pl.lightning.SamplerModule",
+                    "init_args": {"prior": {"kind": prior_kind, "source": str(workspace / prior_kind)}, "method": method,
+                                  "config": {"steps": 4, **extra}, "output": {"num_samples": 2}}}
     path = workspace / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     main(["inpaint", "--config", str(path)])  # nothing to fit: straight to sampling
@@ -216,3 +221,14 @@ def test_predict_only_methods_run_through_the_cli(workspace, method, prior_kind,
     assert (result["samples"] * m - result["truth"] * m).abs().max() < 1e-5  # observed pixels pasted back
     main(["predict", "--config", str(path), "--data.output_dir", str(out / "again")])
     torch.testing.assert_close(torch.load(out / "again" / "im1" / "result.pt")["samples"], result["samples"])
+
+
+def test_a_typo_in_a_method_config_fails_before_the_prior_loads(workspace):
+    from vipaint_pl.lightning import SamplerModule
+
+    with pytest.raises(ConfigError, match="unknown key.*stepz.*DPSConfig"):
+        SamplerModule(PriorSpec("pixel", "/no/such/prior"), "dps", {"stepz": 3})
+    with pytest.raises(ConfigError, match="DPSConfig.variant must be one of"):
+        SamplerModule(PriorSpec("pixel", "/no/such/prior"), "dps", {"variant": "psdl"})
+    with pytest.raises(ConfigError, match="unknown method 'dsp'"):
+        SamplerModule(PriorSpec("pixel", "/no/such/prior"), "dsp")

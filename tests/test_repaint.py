@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from vipaint_pl import rng
+from vipaint_pl.rng import QueryNoise
 from vipaint_pl.errors import ConfigError
 from vipaint_pl.methods.repaint import RePaintConfig, repaint_sample
-from vipaint_pl.methods.time_travel import ddim_path, jump_schedule, moves, repaint_path
+from vipaint_pl.methods.time_grids import ddim_path, jump_schedule, moves, repaint_path
 from vipaint_pl.metrics import sliced_wasserstein
 from vipaint_pl.operators import Inpainting
 from vipaint_pl.priors import load_prior
-from vipaint_pl.priors.tiny import save_tiny_pixel_prior
+from tiny_models import save_tiny_pixel_prior
 from vipaint_pl.schedule import NoiseSchedule, renoise
 
 
@@ -67,15 +67,15 @@ def test_matches_diffusers_repaint_pipeline_with_the_same_noise(tmp_path, eta):
                generator=torch.Generator().manual_seed(7), output_type="np").images
     cfg = RePaintConfig(steps=40, jump_length=4, jump_n_sample=3, eta=eta)
     with torch.no_grad():
-        z = repaint_sample(load_prior("pixel", str(folder)), Inpainting(mask), mask * x, (3, 16, 16), 1,
-                           [torch.Generator().manual_seed(7)], cfg)
+        z = repaint_sample(load_prior("pixel", str(folder)), Inpainting(mask), mask * x,
+                           QueryNoise.from_generators([torch.Generator().manual_seed(7)]), cfg)
     ours = (z / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     assert abs(ours - ref).max() < 1e-4
 
 
 def test_repaint_is_closer_to_the_exact_posterior_than_the_prior(problem):
     prior, op, y, exact = problem
-    xs = repaint_sample(prior, op, y, (8,), 500, rng.generators(0, ["q"], "rp"), RePaintConfig(steps=50, jump_n_sample=5))
+    xs = repaint_sample(prior, op, y, QueryNoise(0, ["q"], "rp", 500), RePaintConfig(steps=50, jump_n_sample=5))
     prior_sw = sliced_wasserstein(prior.sample(500, torch.Generator().manual_seed(1)), exact)
     assert sliced_wasserstein(xs, exact) < 0.05 * prior_sw  # measured 0.012
     torch.testing.assert_close(xs[:, [0, 1, 4, 5]], y.expand(500, -1))  # replaced by y at the data

@@ -2,7 +2,7 @@
 
 import torch
 
-from vipaint_pl import rng
+from vipaint_pl.rng import QueryNoise
 from vipaint_pl.methods.resample import ReSampleConfig, fit_measurement, resample_sample, stochastic_resample
 from vipaint_pl.metrics import sliced_wasserstein
 from vipaint_pl.operators import DenseLinear
@@ -10,7 +10,7 @@ from vipaint_pl.operators import DenseLinear
 
 def test_resample_is_closer_to_the_exact_posterior_than_the_prior(problem):
     prior, op, y, exact = problem
-    xs = resample_sample(prior, op, y, (8,), 300, rng.generators(0, ["q"], "rs"), ReSampleConfig(steps=100))
+    xs = resample_sample(prior, op, y, QueryNoise(0, ["q"], "rs", 300), ReSampleConfig(steps=100))
     prior_sw = sliced_wasserstein(prior.sample(300, torch.Generator().manual_seed(1)), exact)
     sw = sliced_wasserstein(xs, exact)
     assert sw < 0.4 * prior_sw, (sw, prior_sw)  # measured 0.22 (0.075 with the default 500 steps)
@@ -41,6 +41,6 @@ def test_each_sample_stops_its_own_optimization():
 def test_a_sample_does_not_depend_on_the_other_queries_in_its_batch(problem):
     prior, op, y, _ = problem
     cfg = ReSampleConfig(steps=40, latent_iters=50, pixel_iters=50, patience=10)
-    alone = resample_sample(prior, op, y, (8,), 3, rng.generators(0, ["a"], "rs"), cfg)
-    both = resample_sample(prior, op, torch.cat([y, -y]), (8,), 3, rng.generators(0, ["a", "b"], "rs"), cfg)
+    alone = resample_sample(prior, op, y, QueryNoise(0, ["a"], "rs", 3), cfg)
+    both = resample_sample(prior, op, torch.cat([y, -y]), QueryNoise(0, ["a", "b"], "rs", 3), cfg)
     torch.testing.assert_close(both[:3], alone)

@@ -6,13 +6,9 @@ import pytest
 import torch
 
 from vipaint_pl.errors import ConfigError
-from vipaint_pl.methods.vipaint import (
-    BoundConfig,
-    diffusion_loss,
-    fit_vipaint,
-    hierarchy_times,
-    sample_vipaint,
-)
+from vipaint_pl.methods import run_method
+from vipaint_pl.methods.time_grids import hierarchy_times
+from vipaint_pl.methods.vipaint import BoundConfig, VIPaintConfig, diffusion_loss
 from vipaint_pl.metrics import sliced_wasserstein
 from vipaint_pl.operators import DenseLinear
 from vipaint_pl.priors.gmm import GaussianMixturePrior, grid_mixture_prior
@@ -44,7 +40,7 @@ def test_hierarchy_times_validation():
         hierarchy_times(2, [400, 550])
     with pytest.raises(ConfigError, match="need 2 times"):
         hierarchy_times(2, [500])
-    with pytest.raises(ConfigError, match="likelihood"):
+    with pytest.raises(ConfigError, match="BoundConfig.likelihood must be one of"):
         BoundConfig(likelihood="cauchy")
 
 
@@ -60,11 +56,12 @@ def _oracle_problem(d=8, sigma_y=0.5, seed=3):
 def test_vipaint_beats_prior_and_replacement_on_the_exact_posterior(k):
     prior, op, y, post = _oracle_problem()
     losses = []
-    fitted = fit_vipaint(prior, op, y, hierarchy_times(k), steps=150,
-                         bound=BoundConfig(likelihood="gaussian", likelihood_scale=0.5, mc_samples=8),
-                         callback=lambda step, terms: losses.append(float(terms["loss"].sum())))
+    cfg = VIPaintConfig.from_dict({"k": k, "fit_steps": 150,
+                                   "bound": {"likelihood": "gaussian", "likelihood_scale": 0.5, "mc_samples": 8},
+                                   "sampling": {"steps": 40, "eta": 1.0, "dps_step_size": 0.5}})
     n = 1000
-    xs = sample_vipaint(prior, fitted, op, y, n, steps=40, eta=1.0, dps_step_size=0.5)
+    xs = run_method("vipaint", prior, op, y, n, config=cfg,
+                    callback=lambda step, info: "terms" in info and losses.append(float(info["terms"]["loss"].sum())))
     exact = post.sample(10_000, torch.Generator().manual_seed(5)).float()
     prior_samples = prior.sample(n, torch.Generator().manual_seed(9))
     replaced = prior_samples.clone()

@@ -25,6 +25,10 @@ class ConfigError(VipaintError):
     """A configuration value is out of its allowed range."""
 
 
+class ScheduleError(VipaintError):
+    """A noise schedule or a diffusion time is invalid (times out of range, a transition that goes up)."""
+
+
 def check_finite(name: str, tensor) -> None:
     """Raise a ``VipaintError`` if ``tensor`` holds NaN or infinite values."""
     import torch

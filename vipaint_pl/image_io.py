@@ -57,7 +57,7 @@ def save_image(x: torch.Tensor, path) -> None:
 def make_grid(images: list[torch.Tensor], pad: int = 2, pad_value: float = 1.0) -> torch.Tensor:
     """Lay out (C, H, W) images in one row; greyscale images are broadcast to the widest channel count."""
     if not images:
-        raise ValueError("make_grid needs at least one image")
+        raise ShapeError("make_grid needs at least one image")
     c = max(im.shape[0] for im in images)
     h = max(im.shape[1] for im in images)
     tiles = []

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from .errors import ImageReadError, MaskError
+from .errors import ConfigError, ImageReadError, MaskError
 
 MASK_KINDS = ("random", "small", "half", "box", "extreme")
 
@@ -56,7 +56,7 @@ def random_mask(h: int, w: int, hole_range=(0.4, 0.8), seed=None, max_tries: int
     """
     lo, hi = hole_range
     if not 0 <= lo < hi <= 1:
-        raise ValueError(f"hole_range must satisfy 0 <= low < high <= 1, got {hole_range}")
+        raise ConfigError(f"hole_range must satisfy 0 <= low < high <= 1, got {hole_range}")
     rng = _rng(seed)
     for _ in range(max_tries):
         hole = np.zeros((h, w), dtype=bool)
@@ -103,7 +103,7 @@ def make_mask(kind: str, h: int, w: int, seed=None) -> torch.Tensor:
         "extreme": lambda: extreme_mask(h, w),
     }
     if kind not in makers:
-        raise ValueError(f"unknown mask kind {kind!r}; choose one of {', '.join(MASK_KINDS)}")
+        raise ConfigError(f"unknown mask kind {kind!r}; choose one of {', '.join(MASK_KINDS)}")
     return makers[kind]()
 
 
@@ -116,7 +116,7 @@ def read_mask(path, size=None, missing: str = "white", threshold: float | None =
     otherwise silently move the boundary.
     """
     if missing not in ("white", "black"):
-        raise ValueError(f"missing must be 'white' or 'black', got {missing!r}")
+        raise ConfigError(f"missing must be 'white' or 'black', got {missing!r}")
     try:
         with Image.open(path) as im:
             im = im.convert("L")

@@ -13,11 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import MaskError, ShapeError
+from .errors import ConfigError, MaskError, ShapeError
 
 
 class Operator(nn.Module):
-    """Base class. Subclasses implement ``forward``, ``transpose`` and ``pinv``."""
+    """Base class. Subclasses implement ``forward``, ``transpose`` and ``pinv``.
+
+    ``sigma_y`` is the measurement noise level where it is known (0 otherwise); a likelihood whose
+    scale is left unset (VIPaint's ``bound.likelihood_scale: null``) reads it.
+    """
+
+    sigma_y: float = 0.0
 
     def transpose(self, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -35,6 +41,11 @@ class Operator(nn.Module):
     def project(self, x: Tensor) -> Tensor:
         """A^+ A x: the part of x the measurement sees."""
         return self.pinv(self(x))
+
+    def repeat_interleave(self, n: int) -> "Operator":
+        """The operator for a batch in which every query's sample is repeated ``n`` times (as
+        ``Tensor.repeat_interleave(n, 0)``). Operators that act alike on every sample return themselves."""
+        return self
 
     @torch.no_grad()
     def as_matrix(self, event_shape: tuple[int, ...]) -> Tensor:
@@ -73,6 +84,11 @@ class Inpainting(Operator):
     transpose = forward
     pinv = forward
 
+    def repeat_interleave(self, n: int) -> "Inpainting":
+        if self.mask.ndim < 4 or self.mask.shape[0] == 1 or n == 1:
+            return self
+        return Inpainting(self.mask.repeat_interleave(n, 0))
+
     @property
     def observed_fraction(self) -> float:
         return float(self.mask.mean())
@@ -84,7 +100,7 @@ class SuperResolution(Operator):
     def __init__(self, factor: int):
         super().__init__()
         if factor < 1 or int(factor) != factor:
-            raise ValueError(f"super-resolution factor must be a positive integer, got {factor}")
+            raise ConfigError(f"super-resolution factor must be a positive integer, got {factor}")
         self.factor = int(factor)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -109,9 +125,9 @@ class GaussianBlur(Operator):
     def __init__(self, kernel_size: int = 9, sigma: float = 2.0, rcond: float = 1e-3):
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+            raise ConfigError(f"kernel_size must be a positive odd integer, got {kernel_size}")
         if sigma <= 0:
-            raise ValueError(f"blur sigma must be positive, got {sigma}")
+            raise ConfigError(f"blur sigma must be positive, got {sigma}")
         r = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
         g = torch.exp(-(r**2) / (2 * sigma**2))
         k = torch.outer(g, g)
@@ -183,3 +199,17 @@ def random_dense_operator(d_x: int, d_y: int, seed: int = 0) -> DenseLinear:
     U, _, Vh = torch.linalg.svd(G, full_matrices=False)
     s = torch.sort(torch.rand(d_y, generator=g, dtype=torch.float64), descending=True).values
     return DenseLinear(U @ torch.diag(s) @ Vh)
+
+
+TASKS = ("inpainting", "super_resolution", "deblur")
+
+
+def operator_for_task(task: str, masks: Tensor, **kwargs) -> Operator:
+    """The measurement operator of a task for a batch of masks (B, 1, H, W)."""
+    if task == "inpainting":
+        return Inpainting(masks)
+    if task == "super_resolution":
+        return SuperResolution(int(kwargs.get("factor", 4)))
+    if task == "deblur":
+        return GaussianBlur(int(kwargs.get("kernel_size", 9)), float(kwargs.get("sigma", 2.0)))
+    raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")

@@ -1,6 +1,6 @@
 """Noise schedules and Gaussian diffusion transitions (pure functions, float64-safe).
 
-Conventions (paper 000, Eq. 1): ``z_t = alpha_t x + sigma_t eps`` with integer DDPM times
+Conventions (VIPaint: Agarwal, Hoope & Sudderth, arXiv 2024, Eq. 1): ``z_t = alpha_t x + sigma_t eps`` with integer DDPM times
 ``t in {0, ..., T-1}``; ``t = -1`` stands for the clean data (alpha = 1, sigma = 0), so that a
 transition to ``s = -1`` lands on x itself.
 """
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .errors import ScheduleError
 
 DATA_TIME = -1  # the time index of clean data: alpha = 1, sigma = 0
 
@@ -26,7 +28,7 @@ def betas_for(schedule: str, num_steps: int, beta_start: float = 1e-4, beta_end:
         f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
         b = [min(1 - f((i + 1) / num_steps) / f(i / num_steps), 0.999) for i in range(num_steps)]
         return torch.tensor(b, dtype=torch.float64)
-    raise ValueError(f"unknown beta schedule {schedule!r}; use linear, scaled_linear or squaredcos_cap_v2")
+    raise ScheduleError(f"unknown beta schedule {schedule!r}; use linear, scaled_linear or squaredcos_cap_v2")
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class NoiseSchedule:
     def from_betas(cls, betas: Tensor) -> "NoiseSchedule":
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or (betas <= 0).any() or (betas >= 1).any():
-            raise ValueError("betas must be a 1-D table with values in (0, 1)")
+            raise ScheduleError("betas must be a 1-D table with values in (0, 1)")
         return cls(torch.cumprod(1.0 - betas, dim=0))
 
     @classmethod
@@ -67,7 +69,7 @@ class NoiseSchedule:
     def _table(self, t) -> Tensor:
         t = torch.as_tensor(t, device=self.alphas_cumprod.device).long()
         if (t < DATA_TIME).any() or (t >= self.num_steps).any():
-            raise ValueError(f"time index out of range [{DATA_TIME}, {self.num_steps - 1}]: {t}")
+            raise ScheduleError(f"time index out of range [{DATA_TIME}, {self.num_steps - 1}]: {t}")
         padded = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod])
         return padded[t + 1]
 
@@ -88,9 +90,10 @@ class NoiseSchedule:
         return NoiseSchedule(self.alphas_cumprod.to(device))
 
 
-def _bcast(v: Tensor, like: Tensor) -> Tensor:
-    """Reshape a per-sample (or scalar) coefficient to broadcast against ``like``; cast to its dtype."""
-    v = v.to(like.device, like.dtype)
+def per_sample(v, like: Tensor) -> Tensor:
+    """The one broadcasting helper: a scalar or per-sample coefficient (B,) shaped to broadcast against
+    ``like`` (B, ...), on its device and in its dtype."""
+    v = torch.as_tensor(v).to(like.device, like.dtype)
     return v.reshape(v.shape + (1,) * (like.ndim - v.ndim)) if v.ndim else v
 
 
@@ -98,7 +101,7 @@ def transition_std(schedule: NoiseSchedule, s, t, eta: float = 1.0) -> Tensor:
     """Std of q(z_s | z_t, x) in the DDIM eta family (float64); eta = 1 is the DDPM posterior.
 
     With alpha_{t|s} = alpha_t / alpha_s and sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2,
-    the DDPM posterior variance is sigma_{t|s}^2 sigma_s^2 / sigma_t^2 (paper 000, App. B.1).
+    the DDPM posterior variance is sigma_{t|s}^2 sigma_s^2 / sigma_t^2 (VIPaint, App. B.1).
     """
     a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
     var_ts = sg_t**2 - (a_t / a_s) ** 2 * sg_s**2
@@ -114,16 +117,16 @@ def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float
     """
     s, t = torch.as_tensor(s), torch.as_tensor(t)
     if (s >= t).any():
-        raise ValueError(f"a transition needs s < t, got s={s.tolist()} t={t.tolist()}")
+        raise ScheduleError(f"a transition needs s < t, got s={s.tolist()} t={t.tolist()}")
     std = transition_std(schedule, s, t, eta)
     a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
     c_eps = (sg_s**2 - std**2).clamp_min(0).sqrt() / sg_t
-    mean = _bcast(a_s - c_eps * a_t, z_t) * x + _bcast(c_eps, z_t) * z_t
-    return mean, _bcast(std, z_t).expand_as(mean)
+    mean = per_sample(a_s - c_eps * a_t, z_t) * x + per_sample(c_eps, z_t) * z_t
+    return mean, per_sample(std, z_t).expand_as(mean)
 
 
 def prior_transition(schedule: NoiseSchedule, z_t: Tensor, x0_hat: Tensor, s, t, eta: float = 1.0):
-    """p(z_s | z_t) = q(z_s | z_t, x = x0_hat(z_t, t)) (paper 000, Eq. 3)."""
+    """p(z_s | z_t) = q(z_s | z_t, x = x0_hat(z_t, t)) (VIPaint, Eq. 3)."""
     return transition(schedule, z_t, x0_hat, s, t, eta)
 
 
@@ -140,28 +143,28 @@ def gaussian_entropy(std: Tensor) -> Tensor:
 
 def x0_from_eps(schedule: NoiseSchedule, z_t: Tensor, eps: Tensor, t) -> Tensor:
     """Tweedie / Eq. 3: x0_hat = (z_t - sigma_t eps) / alpha_t."""
-    return (z_t - _bcast(schedule.sigma(t), z_t) * eps) / _bcast(schedule.alpha(t), z_t)
+    return (z_t - per_sample(schedule.sigma(t), z_t) * eps) / per_sample(schedule.alpha(t), z_t)
 
 
 def eps_from_x0(schedule: NoiseSchedule, z_t: Tensor, x0: Tensor, t) -> Tensor:
-    return (z_t - _bcast(schedule.alpha(t), z_t) * x0) / _bcast(schedule.sigma(t), z_t)
+    return (z_t - per_sample(schedule.alpha(t), z_t) * x0) / per_sample(schedule.sigma(t), z_t)
 
 
 def diffuse(schedule: NoiseSchedule, x: Tensor, t, noise: Tensor) -> Tensor:
     """Sample q(z_t | x) = N(alpha_t x, sigma_t^2) with the given standard normal noise (Eq. 1)."""
-    return _bcast(schedule.alpha(t), x) * x + _bcast(schedule.sigma(t), x) * noise
+    return per_sample(schedule.alpha(t), x) * x + per_sample(schedule.sigma(t), x) * noise
 
 
 def renoise(schedule: NoiseSchedule, z_s: Tensor, s, t, noise: Tensor) -> Tensor:
     """Sample the forward kernel q(z_t | z_s) for s < t (time travel back up the chain; s = -1 is the data).
 
     z_t = alpha_{t|s} z_s + sigma_{t|s} noise with alpha_{t|s} = alpha_t / alpha_s and
-    sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (paper 000, App. B.1): one step of it is
+    sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (VIPaint, App. B.1): one step of it is
     sqrt(1 - beta_t) z_{t-1} + sqrt(beta_t) noise.
     """
     s, t = torch.as_tensor(s), torch.as_tensor(t)
     if (s >= t).any():
-        raise ValueError(f"renoising needs s < t, got s={s.tolist()} t={t.tolist()}")
+        raise ScheduleError(f"renoising needs s < t, got s={s.tolist()} t={t.tolist()}")
     a_ts = schedule.alpha(t) / schedule.alpha(s)
     std = (schedule.sigma(t) ** 2 - a_ts**2 * schedule.sigma(s) ** 2).clamp_min(0).sqrt()
-    return _bcast(a_ts, z_s) * z_s + _bcast(std, z_s) * noise
+    return per_sample(a_ts, z_s) * z_s + per_sample(std, z_s) * noise

@@ -1,10 +1,12 @@
-from .data import QueryDataModule, make_operator
-from .module import InpaintingModule, PriorSpec, SamplingConfig, VIPaintModule
-from .samplers import BlendedModule, CoPaintModule, DPSModule, REDDiffModule, RePaintModule, ReSampleModule, SamplerModule
+"""The Lightning shell: one module per kind of method (VIPaint fits; every other method only samples)."""
+
+from .data import QueryDataModule
+from .module import InpaintingModule, OutputConfig, PriorSpec
+from .sampler_module import SamplerModule
 from .strategy import PerQueryDDPStrategy
+from .trainer import VipaintTrainer, make_trainer
+from .vipaint_module import VIPaintModule
 from .writer import PredictionWriter
 
-__all__ = ["QueryDataModule", "make_operator", "InpaintingModule", "PriorSpec", "SamplingConfig", "VIPaintModule",
-           "PredictionWriter", "PerQueryDDPStrategy",
-           "SamplerModule", "DPSModule", "BlendedModule", "REDDiffModule", "RePaintModule",
-           "CoPaintModule", "ReSampleModule"]
+__all__ = ["QueryDataModule", "InpaintingModule", "OutputConfig", "PriorSpec", "SamplerModule", "VIPaintModule",
+           "PredictionWriter", "PerQueryDDPStrategy", "VipaintTrainer", "make_trainer"]

@@ -13,21 +13,8 @@ from .. import rng
 from ..errors import ConfigError, ImageReadError
 from ..image_io import list_images, load_image
 from ..masks import MASK_KINDS, make_mask, read_mask
-from ..operators import GaussianBlur, Inpainting, SuperResolution
+from ..operators import TASKS, operator_for_task
 from ..queries import Query, make_query
-
-TASKS = ("inpainting", "super_resolution", "deblur")
-
-
-def make_operator(task: str, masks: torch.Tensor, **kwargs):
-    """The measurement operator of a task for a batch of masks (B, 1, H, W)."""
-    if task == "inpainting":
-        return Inpainting(masks)
-    if task == "super_resolution":
-        return SuperResolution(int(kwargs.get("factor", 4)))
-    if task == "deblur":
-        return GaussianBlur(int(kwargs.get("kernel_size", 9)), float(kwargs.get("sigma", 2.0)))
-    raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
 
 
 class _Steps(IterableDataset):
@@ -116,7 +103,7 @@ class QueryDataModule(L.LightningDataModule):
         if self.task != "inpainting":  # the observation is A(x); the mask is all ones
             for q in queries:
                 q.mask = torch.ones_like(q.mask)
-                op = make_operator(self.task, q.mask[None], **self.task_kwargs)
+                op = operator_for_task(self.task, q.mask[None], **self.task_kwargs)
                 q.observed = op.pinv(op(q.truth[None]))[0]
         return queries
 

@@ -71,5 +71,3 @@ def register() -> None:
                                   description="DDP launch with per-rank posteriors (no gradient averaging)",
                                   start_method="popen")
 
-
-register()

@@ -12,21 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch.nn.functional as F
 from torch import Tensor
 
-import torch.nn.functional as F
-
-from .. import rng
 from ..errors import ConfigError
 from ..operators import Inpainting
 from ..schedule import transition
-from .guidance import descending_times
+from ..settings import Settings, bounded
+from .common import report, start_noise
+from .time_grids import descending_times
 
 
 @dataclass
-class BlendedConfig:
-    steps: int = 250  # reverse steps from T - 1 to the data
-    eta: float = 1.0  # 1 = DDPM ancestral steps; 0 = DDIM
+class BlendedConfig(Settings):
+    steps: int = bounded(250, low=1)  # reverse steps from T - 1 to the data
+    eta: float = bounded(1.0, low=0.0, high=1.0)  # 1 = DDPM ancestral steps; 0 = DDIM
 
 
 def replace_observed(project, z: Tensor, x_obs: Tensor, alpha: float, sigma: float, noise: Tensor) -> Tensor:
@@ -41,20 +41,24 @@ def observed_projection(prior, operator, y: Tensor, shape):
         return (lambda v: operator.pinv(operator(v))), x_obs
     if not isinstance(operator, Inpainting):
         raise ConfigError("replacement on a latent prior needs an inpainting mask (Blended Latent Diffusion)")
-    latent_mask = (F.interpolate(operator.mask.float(), size=tuple(shape[-2:]), mode="area") >= 0.5).to(y.dtype)
+    mask = operator.mask if operator.mask.ndim == 4 else operator.mask[None]
+    latent_mask = (F.interpolate(mask.float(), size=tuple(shape[-2:]), mode="area") >= 0.5).to(y.dtype)
     return (lambda v: v * latent_mask), prior.encode(x_obs)
 
 
-def blended_sample(prior, operator, y: Tensor, shape, num_samples: int, gens, cfg: BlendedConfig | None = None) -> Tensor:
-    """(B * num_samples, *shape) clean codes (decode them on a latent prior); the observed part comes from y."""
-    cfg = cfg or BlendedConfig()
-    project, x_obs = observed_projection(prior, operator, y.repeat_interleave(num_samples, 0), shape)
-    z = rng.randn(gens, num_samples, shape, y)
+def blended_sample(prior, operator, y: Tensor, noise, cfg: BlendedConfig, callback=None) -> Tensor:
+    """Clean codes (B * per_query, ...) (decode them on a latent prior); the observed part comes from y.
+
+    Each step t -> s: 1. an unconditional reverse step; 2. the observed part replaced by y noised to s.
+    """
+    z = start_noise(prior, operator, y, noise)
+    project, x_obs = observed_projection(prior, operator.repeat_interleave(noise.per_query), noise.repeat(y),
+                                         z.shape[1:])
     times = descending_times(prior.num_train_timesteps - 1, cfg.steps)
-    for t, s in zip(times[:-1], times[1:]):
-        x0 = prior.predict_x0(z, t)
-        mean, std = transition(prior.schedule, z, x0, s, t, cfg.eta)
-        z = mean + std * rng.randn(gens, num_samples, shape, z)
+    for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
+        mean, std = transition(prior.schedule, z, prior.predict_x0(z, t), s, t, cfg.eta)
+        z = mean + std * noise.like(z)  # 1.
         alpha, sigma = float(prior.schedule.alpha(s)), float(prior.schedule.sigma(s))
-        z = replace_observed(project, z, x_obs, alpha, sigma, rng.randn(gens, num_samples, shape, z))
+        z = replace_observed(project, z, x_obs, alpha, sigma, noise.like(z))  # 2.
+        report(callback, i, t=t, z=z)
     return z

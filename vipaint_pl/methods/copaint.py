@@ -21,30 +21,34 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .. import rng
-from ..schedule import renoise, transition
-from .guidance import residual_norm
-from .time_travel import ddim_path, jump_schedule, moves
+from ..schedule import per_sample, renoise, transition
+from ..settings import Settings, bounded
+from . import fidelity
+from .common import report, start_noise
+from .time_grids import ddim_path, jump_schedule, moves
 
 
 @dataclass
-class CoPaintConfig:
-    steps: int = 250  # DDIM grid (stride T // steps)
-    eta: float = 0.0  # the authors run deterministic DDIM
-    opt_steps: int = 2  # gradient steps on z_t per reverse step
-    lr: float = 0.02
-    lr_growth: float = 1.012  # the step size grows per reverse step (and shrinks back per step travelled up)
-    reg: float = 1e-4  # xi: weight of ||z - z_t||^2
-    reg_growth: float = 1.01
-    backtrack: float = 0.8  # shrink factor while a step would raise the loss
-    max_backtracks: int = 20  # after that many shrinks the sample stays where it is
+class CoPaintConfig(Settings):
+    steps: int = bounded(250, low=1)  # DDIM grid (stride T // steps)
+    eta: float = bounded(0.0, low=0.0, high=1.0)  # the authors run deterministic DDIM
+    opt_steps: int = bounded(2, low=0)  # gradient steps on z_t per reverse step
+    lr: float = bounded(0.02, low=0.0)
+    lr_growth: float = bounded(1.012, low=0.0, low_open=True)  # step size growth per reverse step
+    reg: float = bounded(1e-4, low=0.0)  # xi: weight of ||z - z_t||^2
+    reg_growth: float = bounded(1.01, low=0.0, low_open=True)
+    backtrack: float = bounded(0.8, low=0.0, high=1.0, low_open=True)  # shrink factor while a step raises the loss
+    max_backtracks: int = bounded(20, low=1)  # after that many shrinks the sample stays where it is
     time_travel: bool = False  # CoPaint-TT
-    jump_length: int = 10
-    jump_n_sample: int = 2
+    jump_length: int = bounded(10, low=1)
+    jump_n_sample: int = bounded(2, low=1)
 
 
-def _per_sample(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
+@dataclass
+class CoPaintTTConfig(CoPaintConfig):
+    """CoPaint-TT: CoPaint with time travel (jump 10 x 2)."""
+
+    time_travel: bool = True
 
 
 def optimize_xt(prior, operator, y: Tensor, z_t: Tensor, t: int, lr: float, reg: float, cfg: CoPaintConfig):
@@ -53,14 +57,12 @@ def optimize_xt(prior, operator, y: Tensor, z_t: Tensor, t: int, lr: float, reg:
     step = torch.full((z_t.shape[0],), lr * float(prior.schedule.alpha(t) / prior.schedule.alpha(0)),
                       dtype=z_t.dtype, device=z_t.device)
 
-    def objective(z: Tensor) -> tuple[Tensor, Tensor]:
-        x0 = prior.predict_x0(z, t)
-        return residual_norm(operator, prior, x0, y, squared=True) + reg * (z - anchor).flatten(1).pow(2).sum(1), x0
-
     def evaluate(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         with torch.enable_grad():  # the accepted candidate's graph gives the next gradient
             z = z.detach().requires_grad_(True)
-            return (z, *objective(z))
+            x0 = prior.predict_x0(z, t)
+            loss = fidelity.squared_norm(operator, prior.decode(x0), y) + reg * (z - anchor).flatten(1).pow(2).sum(1)
+            return z, loss, x0
 
     z, loss, x0 = evaluate(anchor)
     for _ in range(cfg.opt_steps):
@@ -68,35 +70,40 @@ def optimize_xt(prior, operator, y: Tensor, z_t: Tensor, t: int, lr: float, reg:
             (grad,) = torch.autograd.grad(loss.sum(), z)
         pending = torch.ones_like(step, dtype=torch.bool)
         for _ in range(cfg.max_backtracks):  # shrink each sample's step until its loss does not rise
-            candidate = evaluate(z - _per_sample(step, z) * grad)
+            candidate = evaluate(z - per_sample(step, z) * grad)
             pending = pending & ~(candidate[1].detach() <= loss.detach())  # NaN counts as a rise
             if not pending.any():
                 break
             step = torch.where(pending, step * cfg.backtrack, step)
         if pending.any():  # no acceptable step for some samples: they stay
             step = torch.where(pending, torch.zeros_like(step), step)
-            candidate = evaluate(z - _per_sample(step, z) * grad)
+            candidate = evaluate(z - per_sample(step, z) * grad)
         z, loss, x0 = candidate
     return z.detach(), x0.detach()
 
 
-def copaint_sample(prior, operator, y: Tensor, shape, num_samples: int, gens, cfg: CoPaintConfig | None = None) -> Tensor:
-    """(B * num_samples, *shape) clean codes (decode them on a latent prior)."""
-    cfg = cfg or CoPaintConfig()
-    y = y.repeat_interleave(num_samples, 0)
-    z = rng.randn(gens, num_samples, shape, y)
+def copaint_sample(prior, operator, y: Tensor, noise, cfg: CoPaintConfig, callback=None) -> Tensor:
+    """Clean codes (B * per_query, ...) (decode them on a latent prior).
+
+    Along the authors' path (never up from the data): 1. before going back up (time travel), z_t is
+    optimized once more, then renoised; 2. a move down optimizes z_t (Eq. 10), then takes the DDIM step
+    from it; the step size and xi grow per step down and shrink back per step up.
+    """
+    z = start_noise(prior, operator, y, noise)
+    operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     lr, reg, reversing = cfg.lr, cfg.reg, False
     jump_n_sample = cfg.jump_n_sample if cfg.time_travel else 1
     path = ddim_path(jump_schedule(cfg.steps, cfg.jump_length, jump_n_sample, prior.num_train_timesteps))
-    for t, s in moves(path, cfg.steps, prior.num_train_timesteps):  # the authors' path: never up from the data
-        if s > t:  # time travel: optimize once more, then back up the chain
+    for i, (t, s) in enumerate(moves(path, cfg.steps, prior.num_train_timesteps)):
+        if s > t:  # 1.
             if reversing:
                 z, _ = optimize_xt(prior, operator, y, z, t, lr, reg, cfg)
-            z = renoise(prior.schedule, z, t, s, rng.randn(gens, num_samples, shape, z))
+            z = renoise(prior.schedule, z, t, s, noise.like(z))
             lr, reg, reversing = lr / cfg.lr_growth, reg / cfg.reg_growth, False
             continue
-        z, x0 = optimize_xt(prior, operator, y, z, t, lr, reg, cfg)
-        mean, std = transition(prior.schedule, z, x0, s, t, cfg.eta)  # DDIM step from the optimized z_t
-        z = mean + std * rng.randn(gens, num_samples, shape, z)
+        z, x0 = optimize_xt(prior, operator, y, z, t, lr, reg, cfg)  # 2.
+        mean, std = transition(prior.schedule, z, x0, s, t, cfg.eta)
+        z = mean + std * noise.like(z)
         lr, reg, reversing = lr * cfg.lr_growth, reg * cfg.reg_growth, True
+        report(callback, i, t=t, z=z, x0=x0)
     return z

@@ -11,53 +11,60 @@ latent priors). Both terms are means over coordinates, as the authors' code has 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from .. import rng
-from ..errors import ConfigError
+from ..schedule import per_sample
+from ..settings import Settings, bounded
+from . import fidelity
+from .common import report
+from .time_grids import training_grid
 
 
 @dataclass
-class REDDiffConfig:
-    steps: int = 100  # Adam steps, one diffusion time each
-    lr: float = 0.25
+class REDDiffConfig(Settings):
+    steps: int = bounded(100, low=1)  # Adam steps, one diffusion time each
+    lr: float = bounded(0.25, low=0.0, low_open=True)
     betas: tuple[float, float] = (0.9, 0.99)
-    lam: float = 0.25  # lambda: weight of the denoising regularizer
-    times: str = "descending"  # descending (RED-diff) | random (RED-diff-V)
+    lam: float = bounded(0.25, low=0.0)  # lambda: weight of the denoising regularizer
+    times: Literal["descending", "random"] = "descending"  # RED-diff | RED-diff-V
 
 
-def red_diff_times(cfg: REDDiffConfig, num_train_timesteps: int, gens, per_query: int, like: Tensor) -> list[Tensor]:
+@dataclass
+class REDDiffVConfig(REDDiffConfig):
+    """RED-diff-V: a uniformly random time per step and sample."""
+
+    times: Literal["descending", "random"] = "random"
+
+
+def red_diff_times(cfg: REDDiffConfig, num_train_timesteps: int, noise, like: Tensor) -> list[Tensor]:
     """Per step, the time of every sample: a shared descending grid, or per-sample uniform draws."""
     if cfg.times == "descending":
-        grid = torch.linspace(num_train_timesteps - 1, 0, cfg.steps).round().long()
-        return [t.expand(len(gens) * per_query).to(like.device) for t in grid]
-    if cfg.times == "random":
-        return [(rng.rand(gens, per_query, like) * num_train_timesteps).long().clamp_max(num_train_timesteps - 1)
-                for _ in range(cfg.steps)]
-    raise ConfigError(f"unknown RED-diff times {cfg.times!r}; choose descending or random")
+        return [torch.full((noise.batch,), t, dtype=torch.long, device=like.device)
+                for t in training_grid(num_train_timesteps, cfg.steps)]
+    return [(noise.rand(like) * num_train_timesteps).long().clamp_max(num_train_timesteps - 1)
+            for _ in range(cfg.steps)]
 
 
-def red_diff_sample(prior, operator, y: Tensor, shape, num_samples: int, gens, cfg: REDDiffConfig | None = None) -> Tensor:
-    """(B * num_samples, *shape) optimized codes mu (decode them on a latent prior)."""
-    cfg = cfg or REDDiffConfig()
-    y = y.repeat_interleave(num_samples, 0)
+def red_diff_sample(prior, operator, y: Tensor, noise, cfg: REDDiffConfig, callback=None) -> Tensor:
+    """Optimized codes mu (B * per_query, ...) (decode them on a latent prior)."""
+    operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     with torch.no_grad():
-        mu0 = prior.encode(operator.pinv(y))
-    mu = mu0.detach().clone().requires_grad_(True)
+        mu = prior.encode(operator.pinv(y)).detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([mu], lr=cfg.lr, betas=cfg.betas)
-    for t in red_diff_times(cfg, prior.num_train_timesteps, gens, num_samples, mu):
-        eps = rng.randn(gens, num_samples, shape, mu)
-        alpha = prior.schedule.alpha(t).to(mu.dtype).view(-1, *([1] * (mu.ndim - 1)))
-        sigma = prior.schedule.sigma(t).to(mu.dtype).view(-1, *([1] * (mu.ndim - 1)))
+    for i, t in enumerate(red_diff_times(cfg, prior.num_train_timesteps, noise, mu)):
+        eps = noise.like(mu)
+        alpha, sigma = per_sample(prior.schedule.alpha(t), mu), per_sample(prior.schedule.sigma(t), mu)
         with torch.enable_grad():
             with torch.no_grad():
                 eps_hat = prior.predict_eps(alpha * mu + sigma * eps, t)
-            fit = 0.5 * (operator(prior.decode(mu)) - y).flatten(1).pow(2).mean(1)  # Eq. 9, data term
+            fit = 0.5 * fidelity.mean_squared(operator, prior.decode(mu), y)  # Eq. 9, data term
             reg = ((sigma / alpha) * (eps_hat - eps) * mu).flatten(1).mean(1)  # Eq. 10, sg(.) via no_grad
             loss = (fit + cfg.lam * reg).sum()
             opt.zero_grad()
             loss.backward()
         opt.step()
+        report(callback, i, t=t, z=mu.detach(), loss=loss.detach())
     return mu.detach()

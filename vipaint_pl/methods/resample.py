@@ -3,6 +3,7 @@ consistency", Alg. 1), as the authors' code runs it.
 
 Every DDIM step t -> s takes a latent-DPS step, z'_s = DDIM(z_t) - scale * alphabar_t * grad_{z_t} ||y - A(D(x0))||.
 Every ``every`` grid steps in the middle and last thirds of the chain comes hard data consistency:
+  0. (every step) the DDIM step with the latent-DPS correction above;
   1. from z'_s, ``lookahead`` more unconditional DDIM steps give the estimate x0 (the code's look ahead);
   2. x0 is made to fit y by optimization (Eq. 8): in the middle third in pixel space,
      argmin_x ||y - A x||^2 from D(x0), then encoded; in the last third in latent space, argmin_z ||y - A(D(z))||^2;
@@ -23,27 +24,28 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .. import rng
 from ..schedule import transition
-from .guidance import residual_norm
-from .time_travel import ddim_path, jump_schedule, moves
+from ..settings import Settings, bounded
+from . import fidelity
+from .common import report, start_noise
+from .time_grids import ddim_path, jump_schedule, moves
 
 
 @dataclass
-class ReSampleConfig:
-    steps: int = 500  # DDIM grid (stride T // steps)
-    eta: float = 0.0  # deterministic DDIM, as the authors run it
-    dps_scale: float = 0.5  # the latent-DPS step is dps_scale * alphabar_t
-    every: int = 10  # hard data consistency every `every` grid steps (middle and last thirds)
-    lookahead: int = 5  # unconditional DDIM steps before taking x0 for the optimization
-    gamma: float = 40.0  # resampling variance = gamma * DDPM posterior variance
-    pixel_lr: float = 1e-2
-    pixel_iters: int = 2000
-    latent_lr: float = 5e-3
-    latent_iters: int = 500
-    tol: float = 1e-3  # stop once the mean squared residual is below tol^2
-    patience: int = 200  # latent optimization stops when the loss is above that of `patience` iterations ago
-    weight_decay: float = 0.01  # AdamW's default, which the authors' optimizers use
+class ReSampleConfig(Settings):
+    steps: int = bounded(500, low=1)  # DDIM grid (stride T // steps)
+    eta: float = bounded(0.0, low=0.0, high=1.0)  # deterministic DDIM, as the authors run it
+    dps_scale: float = bounded(0.5, low=0.0)  # the latent-DPS step is dps_scale * alphabar_t
+    every: int = bounded(10, low=1)  # hard data consistency every `every` grid steps (middle and last thirds)
+    lookahead: int = bounded(5, low=0)  # unconditional DDIM steps before taking x0 for the optimization
+    gamma: float = bounded(40.0, low=0.0, low_open=True)  # resampling variance = gamma * DDPM posterior variance
+    pixel_lr: float = bounded(1e-2, low=0.0, low_open=True)
+    pixel_iters: int = bounded(2000, low=1)
+    latent_lr: float = bounded(5e-3, low=0.0, low_open=True)
+    latent_iters: int = bounded(500, low=1)
+    tol: float = bounded(1e-3, low=0.0)  # stop once the mean squared residual is below tol^2
+    patience: int = bounded(200, low=0)  # latent fit stops when the loss is above that of `patience` iterations ago
+    weight_decay: float = bounded(0.01, low=0.0)  # AdamW's default, which the authors' optimizers use
 
 
 def fit_measurement(render, operator, y: Tensor, init: Tensor, lr: float, iters: int, cfg: ReSampleConfig,
@@ -55,7 +57,7 @@ def fit_measurement(render, operator, y: Tensor, init: Tensor, lr: float, iters:
     history = []
     for it in range(iters):
         with torch.enable_grad():
-            loss = (operator(render(v)) - y).flatten(1).pow(2).mean(1)
+            loss = fidelity.mean_squared(operator, render(v), y)
             opt.zero_grad()
             loss.sum().backward()
         stopped = ~active
@@ -83,37 +85,38 @@ def stochastic_resample(z0_y: Tensor, z_s: Tensor, abar_s: float, s2: float, noi
     return mean + (s2 * v / (s2 + v)) ** 0.5 * noise
 
 
-def resample_sample(prior, operator, y: Tensor, shape, num_samples: int, gens, cfg: ReSampleConfig | None = None) -> Tensor:
-    """(B * num_samples, *shape) clean codes (decode them on a latent prior)."""
-    cfg = cfg or ReSampleConfig()
-    y = y.repeat_interleave(num_samples, 0)
+def resample_sample(prior, operator, y: Tensor, noise, cfg: ReSampleConfig, callback=None) -> Tensor:
+    """Clean codes (B * per_query, ...) (decode them on a latent prior); the phases are those of the module
+    docstring: 0. DDIM + latent-DPS step, 1. look ahead, 2. fit (pixel or latent), 3. resample, then a final fit."""
+    z = start_noise(prior, operator, y, noise)
+    operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     schedule = prior.schedule
     abar = lambda t: float(schedule.alpha(t)) ** 2  # noqa: E731
     path = moves(ddim_path(jump_schedule(cfg.steps, 1, 1, prior.num_train_timesteps)), cfg.steps, prior.num_train_timesteps)
-    z = rng.randn(gens, num_samples, shape, y)
     for position, (t, s) in zip(range(cfg.steps - 1, -1, -1), path):
-        with torch.enable_grad():  # DDIM step + latent-DPS step
+        with torch.enable_grad():  # 0.
             z = z.detach().requires_grad_(True)
             x0 = prior.predict_x0(z, t)
-            (grad,) = torch.autograd.grad(residual_norm(operator, prior, x0, y).sum(), z)
+            (grad,) = torch.autograd.grad(fidelity.residual_norm(operator, prior.decode(x0), y).sum(), z)
         mean, std = transition(schedule, z.detach(), x0.detach(), s, t, cfg.eta)
-        z = mean + std * rng.randn(gens, num_samples, shape, z) - cfg.dps_scale * abar(t) * grad
+        z = mean + std * noise.like(mean) - cfg.dps_scale * abar(t) * grad
+        report(callback, cfg.steps - 1 - position, t=t, z=z)
         if not (0 < position <= cfg.steps - cfg.steps // 3 and position % cfg.every == 0):
             continue
-        with torch.no_grad():  # look ahead for the estimate x0
+        with torch.no_grad():  # 1.
             z_ahead = z
             for t_k, s_k in path[cfg.steps - position: cfg.steps - position + cfg.lookahead]:
                 if s_k < 0:
                     break
                 x0 = prior.predict_x0(z_ahead, t_k)
                 mean, std = transition(schedule, z_ahead, x0, s_k, t_k, cfg.eta)
-                z_ahead = mean + std * rng.randn(gens, num_samples, shape, z)
-        if position >= cfg.steps // 3:  # middle third: fit in pixel space, then encode
+                z_ahead = mean + std * noise.like(z)
+        if position >= cfg.steps // 3:  # 2. middle third: fit in pixel space, then encode
             with torch.no_grad():
                 x = fit_measurement(lambda v: v, operator, y, prior.decode(x0), cfg.pixel_lr, cfg.pixel_iters, cfg)
                 z0_y = prior.encode(x)
-        else:  # last third: fit in latent space through the decoder
+        else:  # 2. last third: fit in latent space through the decoder
             z0_y = fit_measurement(prior.decode, operator, y, x0, cfg.latent_lr, cfg.latent_iters, cfg, cfg.patience)
         s2 = cfg.gamma * float(schedule.sigma(s) ** 2 / schedule.sigma(t) ** 2 * (1 - abar(t) / abar(s)))
-        z = stochastic_resample(z0_y, z, abar(s), s2, rng.randn(gens, num_samples, shape, z))
+        z = stochastic_resample(z0_y, z, abar(s), s2, noise.like(z))  # 3.
     return fit_measurement(prior.decode, operator, y, z, cfg.latent_lr, cfg.latent_iters, cfg, cfg.patience)

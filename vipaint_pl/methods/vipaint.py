@@ -1,4 +1,5 @@
-"""VIPaint (paper 000, Sec. 4): a hierarchical Gaussian posterior over K diffusion times, fit by the VLB.
+"""VIPaint (Agarwal, Hoope & Sudderth, arXiv 2024, Sec. 4): a hierarchical Gaussian posterior over K
+diffusion times, fit by the variational bound, then sampled.
 
 Posterior (Eq. 11-12), times Te = s(K) > ... > s(1) = Ts:
     q(z_Te) = N(mu_Te, tau_Te^2)
@@ -10,69 +11,90 @@ Bound (Eq. 13-14, App. C), per query:
                  + beta * (L_(Te,T)(z_Te) - H[q(z_Te)])                          diffusion and entropy
 where L_(Te,T) bounds -log p(z_Te) by the diffusion VLB that treats z_Te as data; with beta = 1
 this is the exact VLB. The entropy term keeps the top-level variance from collapsing.
+
+The method runs in three phases, each a function here, used alike by ``vipaint_sample`` (the registry's
+entry: scripts, benchmarks, ``SamplerModule``) and by ``VIPaintModule`` (Lightning fit / predict):
+    1. ``init_posterior``: parameters from the encoded observation;
+    2. ``fit_posterior`` steps: ``vipaint_bound`` minimized by ``make_optimizer``'s Adam + StepLR;
+    3. ``sample_posterior``: ancestral sampling through the hierarchy, then DPS-guided steps from Ts to 0.
+Random streams: "init", "fit/<step>" (``mc_samples`` per query) and "sample" of the query's noise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from .. import rng
 from ..errors import ConfigError
-from ..schedule import gaussian_kl, transition, transition_std
-
-DEFAULT_TIMES = {1: [400], 2: [550, 400], 4: [550, 500, 450, 400], 6: [550, 520, 490, 460, 430, 400]}
-
-
-def hierarchy_times(k: int, times: list[int] | None = None, num_train_timesteps: int = 1000) -> list[int]:
-    """The K times Te > ... > Ts, given or from the official defaults (rescaled to the prior's T)."""
-    if k < 1:
-        raise ConfigError(f"the hierarchy needs K >= 1 levels, got K={k}")
-    if times is None:
-        if k in DEFAULT_TIMES:
-            base = DEFAULT_TIMES[k]
-        else:
-            base = torch.linspace(550, 400, k).round().long().tolist()
-        times = [round(t * num_train_timesteps / 1000) for t in base]
-    times = [int(t) for t in times]
-    if len(times) != k:
-        raise ConfigError(f"K={k} levels need {k} times, got {times}")
-    if any(a <= b for a, b in zip(times, times[1:])):
-        raise ConfigError(f"hierarchy times must decrease strictly from Te to Ts (Te > Ts), got {times}")
-    if times[-1] < 0 or times[0] >= num_train_timesteps:
-        raise ConfigError(f"hierarchy times must lie in [0, {num_train_timesteps - 1}], got {times}")
-    return times
+from ..schedule import gaussian_kl, per_sample, transition, transition_std
+from ..settings import Settings, bounded
+from . import fidelity
+from .common import code_shape, report
+from .guidance import guided_reverse_diffusion
+from .time_grids import hierarchy_times
 
 
 @dataclass
-class BoundConfig:
-    """Weights of the VLB terms. beta = 1 and a Gaussian likelihood give the exact bound."""
+class BoundConfig(Settings):
+    """Weights of the bound's terms. beta = 1 and a Gaussian likelihood give the exact bound."""
 
-    beta: float = 1.0
-    likelihood: str = "laplace"  # 'laplace' (L1, as the official code) or 'gaussian'
-    likelihood_scale: float = 0.05  # Laplace scale b or Gaussian sigma_y, in image units ([-1, 1])
-    perceptual: str = "none"  # 'none' | 'st-lpips' | 'lpips'
-    perceptual_weight: float = 0.0
-    mc_samples: int = 4  # posterior samples per query per step (S)
+    beta: float = bounded(1.0, low=0.0, low_open=True)
+    likelihood: Literal["laplace", "gaussian"] = "laplace"  # L1 (as the official code) or Gaussian
+    # Laplace scale b or Gaussian sigma_y in image units ([-1, 1]); None: the operator's ``sigma_y``
+    likelihood_scale: float | None = bounded(0.05, low=0.0, low_open=True)
+    perceptual: Literal["none", "st-lpips", "lpips"] = "none"
+    perceptual_weight: float = bounded(0.0, low=0.0)
+    mc_samples: int = bounded(4, low=1)  # posterior samples per query per step (S)
     entropy: bool = True
 
-    def __post_init__(self):
-        if self.likelihood not in ("laplace", "gaussian"):
-            raise ConfigError(f"likelihood must be 'laplace' or 'gaussian', got {self.likelihood!r}")
-        if self.likelihood_scale <= 0 or self.beta <= 0 or self.mc_samples < 1:
-            raise ConfigError("likelihood_scale and beta must be positive, mc_samples >= 1")
+
+@dataclass
+class InitConfig(Settings):
+    """Initialization from the observation (as the official code: mean at the noised encoded observation)."""
+
+    noise_scale: float = bounded(0.5, low=0.0)  # mu = alpha_s enc(A^+ y) + noise_scale * sigma_s * noise
+    lower_std_factor: float = bounded(0.7, low=0.0, low_open=True)  # tau_s = factor * std of p(z_s | z_t)
+    gamma: float = 4.0  # sigmoid(4) = 0.98: start close to the prior's own transition
 
 
 @dataclass
-class InitConfig:
-    """Initialization from the observation (DESIGN.md, 'Init')."""
+class OptimConfig(Settings):
+    """Adam on the three parameter groups, StepLR on all (the official settings)."""
 
-    noise_scale: float = 0.5  # mu = alpha_s enc(A^+ y) + noise_scale * sigma_s * noise
-    lower_std_factor: float = 0.7  # tau_s = factor * std of the prior jump p(z_s | z_t)
-    gamma: float = 4.0  # sigmoid(4) = 0.98: start close to the prior's own transition
-    times: list[int] | None = field(default=None)
+    lr_mean: float = bounded(0.1, low=0.0)
+    lr_log_std: float = bounded(0.001, low=0.0)
+    lr_gamma: float = bounded(0.01, low=0.0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    lr_step_size: int = bounded(10, low=1)
+    lr_decay: float = bounded(0.99, low=0.0, high=1.0, low_open=True)
+
+
+@dataclass
+class PosteriorSamplingConfig(Settings):
+    """Phase 3 (Sec. 4.3): ancestral sampling through the hierarchy, then DPS-guided steps from Ts to 0."""
+
+    steps: int = bounded(50, low=1)  # reverse steps from Ts to the data
+    dps_step_size: float = bounded(1.0, low=0.0)  # 0 disables the DPS gradient
+    eta: float = bounded(0.2, low=0.0, high=1.0)  # DDIM eta of the reverse steps
+
+
+@dataclass
+class VIPaintConfig(Settings):
+    """VIPaint-K: the hierarchy, the bound, its fit and the sampler."""
+
+    k: int = bounded(2, low=1)  # hierarchy levels
+    times: list[int] | None = None  # DDPM indices Te > ... > Ts; default [550, 400] for K = 2 (rescaled to T)
+    fit_steps: int = bounded(100, low=0)  # optimization steps on the bound
+    bound: BoundConfig = field(default_factory=BoundConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sampling: PosteriorSamplingConfig = field(default_factory=PosteriorSamplingConfig)
+
+    def hierarchy(self, num_train_timesteps: int) -> list[int]:
+        return hierarchy_times(self.k, self.times, num_train_timesteps)
 
 
 class HierarchicalPosterior(nn.Module):
@@ -91,13 +113,12 @@ class HierarchicalPosterior(nn.Module):
         return len(self.times)
 
     @torch.no_grad()
-    def initialize(self, prior, z_obs: Tensor, cfg: InitConfig, gens) -> None:
-        """z_obs: encoded pseudo-inverse of each query's observation, (Q, *latent_shape)."""
+    def initialize(self, prior, z_obs: Tensor, cfg: InitConfig, noise) -> None:
+        """z_obs: encoded pseudo-inverse of each query's observation, (Q, *latent_shape); noise: 1 per query."""
         sch = prior.schedule
         for k, s in enumerate(self.times):
             a, sg = float(sch.alpha(s)), float(sch.sigma(s))
-            noise = rng.randn(gens, 1, z_obs.shape[1:], z_obs)
-            self.mu[k] = a * z_obs + cfg.noise_scale * sg * noise
+            self.mu[k] = a * z_obs + cfg.noise_scale * sg * noise.like(z_obs)
             if k == 0:
                 std = sg
             else:
@@ -105,40 +126,39 @@ class HierarchicalPosterior(nn.Module):
             self.log_std[k] = torch.log(torch.tensor(std))
         self.gamma.fill_(cfg.gamma)
 
-    def sample(self, prior, idx: Tensor, per_query: int, gens, with_kl: bool = False):
-        """Ancestral sampling through the hierarchy (Eq. 11): returns z_Te, z_Ts and the per-sample KLs."""
-        rep = lambda v: v.repeat_interleave(per_query, 0)  # noqa: E731
+    def sample(self, prior, idx: Tensor, noise, with_kl: bool = False):
+        """Ancestral sampling through the hierarchy (Eq. 11), ``noise.per_query`` samples of each query in
+        ``idx``: returns z_Te, z_Ts and the per-sample KLs of the lower levels."""
         mu, std = self.mu[:, idx], self.log_std[:, idx].exp()
-        z = rep(mu[0]) + rep(std[0]) * rng.randn(gens, per_query, mu.shape[2:], mu)
+        z = noise.repeat(mu[0]) + noise.repeat(std[0]) * noise.randn(mu.shape[2:], mu)
         z_top, kl = z, z.new_zeros(z.shape[0])
         for k in range(1, self.k):
             t, s = self.times[k - 1], self.times[k]
-            x0 = prior.predict_x0(z, t)
-            p_mean, p_std = transition(prior.schedule, z, x0, s, t, eta=1.0)
-            g = torch.sigmoid(rep(self.gamma[k - 1, idx])).view(-1, *([1] * (z.ndim - 1)))
-            q_mean = g * p_mean + (1 - g) * rep(mu[k])
-            q_std = rep(std[k])
+            p_mean, p_std = transition(prior.schedule, z, prior.predict_x0(z, t), s, t, eta=1.0)
+            g = per_sample(torch.sigmoid(noise.repeat(self.gamma[k - 1, idx])), z)
+            q_mean = g * p_mean + (1 - g) * noise.repeat(mu[k])  # Eq. 12
+            q_std = noise.repeat(std[k])
             if with_kl:
                 kl = kl + gaussian_kl(q_mean, q_std, p_mean, p_std).flatten(1).sum(1)
-            z = q_mean + q_std * rng.randn(gens, per_query, mu.shape[2:], mu)
+            z = q_mean + q_std * noise.like(q_mean)
         return z_top, z, kl
 
 
 def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor) -> Tensor:
     """Unbiased one-sample estimate of -log p(z_Te) <= L_(Te,T)(z_Te) + KL(q(z_T | z_Te) || N(0, I)).
 
-    The diffusion VLB with z_Te as the data (paper 000, Eq. 14): t ~ U{Te+1, ..., T-1} (from u in
-    [0, 1)), z_t ~ q(z_t | z_Te); for t - 1 > Te the term is KL(q(z_{t-1} | z_t, z_Te) || p(z_{t-1} | z_t)),
+    The diffusion VLB with z_Te as the data (Eq. 14): t ~ U{Te+1, ..., T-1} (from u in [0, 1)),
+    z_t ~ q(z_t | z_Te); for t - 1 > Te the term is KL(q(z_{t-1} | z_t, z_Te) || p(z_{t-1} | z_t)),
     for t - 1 = Te it is -log p(z_Te | z_{Te+1}); each is multiplied by the number of terms T - 1 - Te.
     """
     sch, T = prior.schedule, prior.num_train_timesteps
     n = T - 1 - te
     a_e, v_e = sch.alpha(te), sch.sigma(te) ** 2
     rel = lambda t: (sch.alpha(t) / a_e, sch.sigma(t) ** 2 - (sch.alpha(t) / a_e) ** 2 * v_e)  # noqa: E731
-    view = lambda c: c.to(z_e.dtype).view(-1, *([1] * (z_e.ndim - 1)))  # noqa: E731
+    view = lambda c: per_sample(c, z_e)  # noqa: E731
     a_T, v_T = rel(torch.tensor(T - 1))
-    prior_T = gaussian_kl(view(a_T.expand(z_e.shape[0])) * z_e, view(v_T.sqrt().expand(z_e.shape[0])),
-                          torch.zeros_like(z_e), torch.ones_like(z_e)).flatten(1).sum(1)
+    prior_T = gaussian_kl(view(a_T) * z_e, view(v_T.sqrt()), torch.zeros_like(z_e), torch.ones_like(z_e))
+    prior_T = prior_T.flatten(1).sum(1)
     if n <= 0:
         return prior_T
     t = te + 1 + torch.clamp((u * n).floor().long(), max=n - 1).cpu()
@@ -157,30 +177,29 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor) -> Ten
 
 
 def reconstruction_loss(operator, x: Tensor, y: Tensor, cfg: BoundConfig, perceptual=None) -> Tensor:
-    """-log p(y | x) per sample: Laplace (L1) or Gaussian on A(x) - y, plus an optional perceptual term."""
-    r = (operator(x) - y).flatten(1)
-    if cfg.likelihood == "gaussian":
-        nll = (r**2).sum(1) / (2 * cfg.likelihood_scale**2)
-    else:
-        nll = r.abs().sum(1) / cfg.likelihood_scale
+    """-log p(y | x) per sample: the configured likelihood of A(x) - y, plus an optional perceptual term."""
+    scale = cfg.likelihood_scale if cfg.likelihood_scale is not None else float(getattr(operator, "sigma_y", 0.0))
+    if scale <= 0:
+        raise ConfigError("bound.likelihood_scale is None but the operator has no sigma_y > 0; give the scale")
+    nll = fidelity.LIKELIHOODS[cfg.likelihood](operator, x, y, scale)
     if perceptual is not None and cfg.perceptual_weight > 0:
-        nll = nll + cfg.perceptual_weight * perceptual(operator.pinv(operator(x)), operator.pinv(y))
+        nll = nll + cfg.perceptual_weight * fidelity.perceptual(operator, x, y, perceptual)
     return nll
 
 
-def vipaint_bound(prior, posterior: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, gens,
+def vipaint_bound(prior, posterior: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
                   cfg: BoundConfig, perceptual=None) -> dict[str, Tensor]:
-    """Per-query Monte Carlo estimates of every VLB term (Eq. 13), averaged over cfg.mc_samples samples.
+    """Per-query Monte Carlo estimates of every term of the bound (Eq. 13), averaged over the
+    ``noise.per_query`` (= S) samples of each query.
 
-    y: the observations of the queries ``idx``, (B, ...); ``operator`` acts on the batch of B * S
-    samples (each query's repeated S times); returns tensors of shape (B,).
+    ``operator`` and ``y`` are those of the queries ``idx`` (B of them); returns tensors of shape (B,).
     """
-    S = cfg.mc_samples
-    z_top, z_s, kl = posterior.sample(prior, idx, S, gens, with_kl=True)
+    S = noise.per_query
+    z_top, z_s, kl = posterior.sample(prior, idx, noise, with_kl=True)
     x = prior.decode(prior.predict_x0(z_s, posterior.times[-1]))
-    recon = reconstruction_loss(operator, x, y.repeat_interleave(S, 0), cfg, perceptual)
-    u = rng.rand(gens, S, z_top)
-    diff = diffusion_loss(prior, z_top, posterior.times[0], u, rng.randn(gens, S, z_top.shape[1:], z_top))
+    recon = reconstruction_loss(operator.repeat_interleave(S), x, noise.repeat(y), cfg, perceptual)
+    u = noise.rand(z_top)
+    diff = diffusion_loss(prior, z_top, posterior.times[0], u, noise.like(z_top))
     per_query = lambda v: v.view(-1, S).mean(1)  # noqa: E731
     entropy = posterior.log_std[0, idx].flatten(1).sum(1) if cfg.entropy else torch.zeros(len(idx), device=y.device)
     terms = {"reconstruction": per_query(recon), "hierarchical_kl": per_query(kl),
@@ -189,43 +208,60 @@ def vipaint_bound(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
     return terms
 
 
-def fit_vipaint(prior, operator, y: Tensor, times: list[int], steps: int = 50, bound: BoundConfig | None = None,
-                init: InitConfig | None = None, lr: tuple[float, float, float] = (0.1, 0.001, 0.01),
-                seed: int = 0, names: list[str] | None = None, callback=None) -> HierarchicalPosterior:
-    """Fit VIPaint's posterior for a batch of observations y (B, ...) without Lightning (scripts, oracles).
-
-    ``operator`` acts on a batch of B * S samples. Same bound, optimizer and schedule as the
-    LightningModule (Adam betas (0.9, 0.99), StepLR(10, 0.99)); ``callback(step, terms)`` sees each step.
-    """
-    bound, init = bound or BoundConfig(), init or InitConfig()
-    names = names or [str(i) for i in range(y.shape[0])]
-    idx = torch.arange(y.shape[0])
-    with torch.no_grad():  # the operator acts on B * S samples: repeat y, apply A^+, keep one per query
-        z_obs = prior.encode(operator.pinv(y.repeat_interleave(bound.mc_samples, 0))[:: bound.mc_samples])
-    post = HierarchicalPosterior(times, y.shape[0], tuple(z_obs.shape[1:])).to(y.device)
-    post.initialize(prior, z_obs.float(), init, rng.generators(seed, names, "init"))
-    opt = torch.optim.Adam([{"params": [post.mu], "lr": lr[0]}, {"params": [post.log_std], "lr": lr[1]},
-                            {"params": [post.gamma], "lr": lr[2]}], betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.99)
-    for step in range(steps):
-        terms = vipaint_bound(prior, post, operator, y, idx, rng.generators(seed, names, f"fit/{step}"), bound)
-        opt.zero_grad()
-        terms["loss"].sum().backward()
-        opt.step()
-        sched.step()
-        if callback is not None:
-            callback(step, {k: v.detach() for k, v in terms.items()})
+@torch.no_grad()
+def init_posterior(prior, operator, y: Tensor, noise, cfg: VIPaintConfig) -> HierarchicalPosterior:
+    """Phase 1: a posterior for the B queries of ``y``, its means at the noised encoded observation."""
+    z_obs = prior.encode(operator.pinv(y)).float()
+    post = HierarchicalPosterior(cfg.hierarchy(prior.num_train_timesteps), y.shape[0], code_shape(prior, operator, y))
+    post = post.to(y.device)
+    post.initialize(prior, z_obs, cfg.init, noise.stream("init", per_query=1))
     return post
 
 
-def sample_vipaint(prior, post: HierarchicalPosterior, operator, y: Tensor, num_samples: int, steps: int = 50,
-                   dps_step_size: float = 0.0, eta: float = 0.2, seed: int = 0, names: list[str] | None = None) -> Tensor:
-    """Phase 2 for a fitted posterior: (B * num_samples, ...) clean codes; ``operator`` acts on that batch."""
-    from .guidance import guided_reverse_diffusion
+def make_optimizer(post: HierarchicalPosterior, cfg: OptimConfig):
+    """Phase 2's optimizer: Adam with one learning rate per parameter group, StepLR on all."""
+    opt = torch.optim.Adam([{"params": [post.mu], "lr": cfg.lr_mean}, {"params": [post.log_std], "lr": cfg.lr_log_std},
+                            {"params": [post.gamma], "lr": cfg.lr_gamma}], betas=tuple(cfg.betas))
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step_size, gamma=cfg.lr_decay)
 
-    names = names or [str(i) for i in range(y.shape[0])]
-    gens = rng.generators(seed, names, "predict")
+
+def fit_noise(noise, step: int, cfg: VIPaintConfig):
+    """The random stream of fit step ``step``: ``mc_samples`` draws per query."""
+    return noise.stream(f"fit/{step}", per_query=cfg.bound.mc_samples)
+
+
+def sample_posterior(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
+                     cfg: PosteriorSamplingConfig, callback=None) -> Tensor:
+    """Phase 3: clean codes (B * per_query, ...) for the queries ``idx`` (with their ``operator`` and ``y``)."""
     with torch.no_grad():
-        _, z, _ = post.sample(prior, torch.arange(y.shape[0]), num_samples, gens)
-    return guided_reverse_diffusion(prior, z, post.times[-1], operator, y.repeat_interleave(num_samples, 0), gens,
-                                    num_samples, steps, dps_step_size, eta)
+        _, z, _ = post.sample(prior, idx, noise)
+    operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
+    loss = lambda x0: fidelity.residual_norm(operator, prior.decode(x0), y)  # noqa: E731  DPS on the same y
+    return guided_reverse_diffusion(prior, z, post.times[-1], noise, cfg.steps, cfg.dps_step_size, cfg.eta, loss,
+                                    callback)
+
+
+def vipaint_sample(prior, operator, y: Tensor, noise, cfg: VIPaintConfig, callback=None) -> Tensor:
+    """Fit each query's posterior, then sample it: clean codes (B * per_query, ...).
+
+    ``callback(step, {"terms": ...})`` sees every fit step; the sampling steps follow with their own numbers.
+    """
+    from ..perceptual import build_perceptual
+
+    post = init_posterior(prior, operator, y, noise, cfg)  # 1.
+    perceptual = build_perceptual(cfg.bound.perceptual)
+    if perceptual is not None:
+        perceptual = perceptual.to(y.device)
+    opt, sched = make_optimizer(post, cfg.optim)
+    idx = torch.arange(y.shape[0], device=y.device)
+    for step in range(cfg.fit_steps):  # 2.
+        with torch.enable_grad():
+            terms = vipaint_bound(prior, post, operator, y, idx, fit_noise(noise, step, cfg), cfg.bound, perceptual)
+            opt.zero_grad()
+            terms["loss"].sum().backward()
+        opt.step()
+        sched.step()
+        report(callback, step, terms={k: v.detach() for k, v in terms.items()})
+    post.requires_grad_(False)
+    shifted = None if callback is None else (lambda i, info: callback(cfg.fit_steps + i, info))
+    return sample_posterior(prior, post, operator, y, idx, noise.stream("sample"), cfg.sampling, shifted)  # 3.

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ..errors import PriorLoadError
+from ..errors import ConfigError, PriorLoadError
 from .base import DiffusionPrior
 from .diffusers_priors import LatentDiffusersPrior, PixelDiffusersPrior, StableDiffusionPrior
 from .gmm import GaussianMixture, GaussianMixturePrior, grid_mixture_prior
@@ -38,5 +38,5 @@ def load_prior(kind: str, source: str, **kwargs) -> DiffusionPrior:
     """Load a prior by kind ('pixel', 'latent', 'stable-diffusion') from a hub id or local folder."""
     kinds = {"pixel": PixelDiffusersPrior, "latent": LatentDiffusersPrior, "stable-diffusion": StableDiffusionPrior}
     if kind not in kinds:
-        raise ValueError(f"unknown prior kind {kind!r}; choose one of {', '.join(kinds)}")
+        raise ConfigError(f"unknown prior kind {kind!r}; choose one of {', '.join(kinds)}")
     return kinds[kind].from_pretrained(resolve_source(source), **kwargs)

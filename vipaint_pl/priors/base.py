@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..schedule import NoiseSchedule, eps_from_x0, x0_from_eps
+from ..errors import PriorLoadError
+from ..schedule import NoiseSchedule, eps_from_x0, per_sample, x0_from_eps
 
 
 class DiffusionPrior(nn.Module):
@@ -72,7 +73,5 @@ def convert_prediction(kind: str, out: Tensor, z_t: Tensor, schedule: NoiseSched
     if kind == "sample":
         return eps_from_x0(schedule, z_t, out, t)
     if kind == "v_prediction":  # v = alpha eps - sigma x  =>  eps = sigma z_t + alpha v
-        a = schedule.alpha(t).to(z_t.dtype).view(-1, *([1] * (z_t.ndim - 1)))
-        s = schedule.sigma(t).to(z_t.dtype).view(-1, *([1] * (z_t.ndim - 1)))
-        return s * z_t + a * out
-    raise ValueError(f"unsupported prediction_type {kind!r}")
+        return per_sample(schedule.sigma(t), z_t) * z_t + per_sample(schedule.alpha(t), z_t) * out
+    raise PriorLoadError(f"unsupported prediction_type {kind!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import ShapeError
 from ..schedule import NoiseSchedule
 from .base import DiffusionPrior, convert_prediction
 from .loading import component_class, component_subfolder, load_component, read_layout
@@ -82,7 +83,7 @@ class _AutoencodedPrior(_UNetPrior):
     def latent_shape(self, image_shape):
         c, h, w = image_shape
         if h % self.downsample or w % self.downsample:
-            raise ValueError(f"image size {h}x{w} is not divisible by the autoencoder's factor {self.downsample}")
+            raise ShapeError(f"image size {h}x{w} is not divisible by the autoencoder's factor {self.downsample}")
         return (int(self.unet.config.in_channels), h // self.downsample, w // self.downsample)
 
     def image_channels(self) -> int:

@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..errors import ShapeError
 from ..schedule import NoiseSchedule
 from .base import DiffusionPrior
 
@@ -31,7 +32,7 @@ class GaussianMixture:
         self.covs = 0.5 * (covs + covs.transpose(-1, -2))
         n, d = self.means.shape
         if self.weights.shape != (n,) or self.covs.shape != (n, d, d):
-            raise ValueError("weights (n,), means (n, d) and covs (n, d, d) or (n, d) must agree")
+            raise ShapeError("weights (n,), means (n, d) and covs (n, d, d) or (n, d) must agree")
         eye = torch.eye(d, dtype=torch.float64)
         self._chol = torch.linalg.cholesky(self.covs + 1e-12 * eye)
 
@@ -76,7 +77,7 @@ class GaussianMixturePrior(DiffusionPrior):
         self.mixture = GaussianMixture(weights, means, covs)
         self.event_shape = tuple(event_shape) if event_shape is not None else (self.mixture.dim,)
         if math.prod(self.event_shape) != self.mixture.dim:
-            raise ValueError(f"event_shape {self.event_shape} does not hold {self.mixture.dim} values")
+            raise ShapeError(f"event_shape {self.event_shape} does not hold {self.mixture.dim} values")
         # C_i = U_i diag(lam_i) U_i^T, so alpha^2 C_i + sigma^2 I is diagonal in the same basis for every t.
         eye = torch.eye(self.mixture.dim, dtype=torch.float64)
         # isotropic components (c_i I): closed forms with (B, n) x (n, d) products, no (B, n, d) tensors
@@ -91,7 +92,7 @@ class GaussianMixturePrior(DiffusionPrior):
 
     def _flat(self, z: Tensor) -> Tensor:
         if tuple(z.shape[1:]) != self.event_shape:
-            raise ValueError(f"expected samples of shape (B, {self.event_shape}), got {tuple(z.shape)}")
+            raise ShapeError(f"expected samples of shape (B, {self.event_shape}), got {tuple(z.shape)}")
         return z.reshape(z.shape[0], -1).to(torch.float64)
 
     def _responsibilities(self, logp: Tensor) -> Tensor:
@@ -164,7 +165,7 @@ class GaussianMixturePrior(DiffusionPrior):
         A = operator.as_matrix(self.event_shape).to(torch.float64)  # (m, d)
         y = y.reshape(-1).to(torch.float64)
         if y.numel() != A.shape[0]:
-            raise ValueError(f"y has {y.numel()} values but the operator produces {A.shape[0]}")
+            raise ShapeError(f"y has {y.numel()} values but the operator produces {A.shape[0]}")
         C, m, w = self.mixture.covs, self.mixture.means, self.mixture.weights
         S = A @ C @ A.T + sigma_y**2 * torch.eye(A.shape[0], dtype=torch.float64)  # (n, m, m)
         K = torch.linalg.solve(S, A @ C).transpose(-1, -2)  # C A^T S^-1 (S, C symmetric)

@@ -1,0 +1,71 @@
+"""The benchmark scripts: the exact-posterior grid's quick cell and workers, the image metrics."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+
+class _Always(torch.nn.Module):
+    """A 'classifier' that always answers digit 3."""
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(torch.full((x.shape[0],), 3), 10).float()
+
+
+def test_image_metrics_on_exact_and_shifted_samples():
+    from evaluate import image_metrics
+
+    from vipaint_pl.datasets import digits
+    from vipaint_pl.perceptual import PerceptualDistance
+
+    truth = digits(16, "test")[0][:1]
+    st = PerceptualDistance("st-lpips")
+    exact = image_metrics(truth.repeat(4, 1, 1, 1), truth, 3, _Always(), st)
+    assert exact["ssim"] > 0.999 and exact["st_lpips"] < 1e-4 and exact["diversity"] == 0.0
+    assert exact["digit_accuracy"] == 1.0 and exact["lpips"] != exact["lpips"]  # LPIPS: NaN when not given
+    noisy = truth + 0.2 * torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    worse = image_metrics(noisy, truth, 5, _Always(), st)
+    assert worse["psnr"] < 30 and worse["st_lpips"] > exact["st_lpips"] and worse["diversity"] > 0.05
+    assert worse["digit_accuracy"] == 0.0
+
+
+def test_quick_cell_vipaint_and_dps_beat_prior_samples(capsys):
+    import bench_gmm
+
+    cell = bench_gmm.main(["--quick", "--methods", "prior (reference)", "VIPaint-2", "VIPaint-4", "DPS"])[0]["methods"]
+    ref = cell["prior (reference)"]["max_sw2"]
+    for name in ("VIPaint-2", "VIPaint-4", "DPS"):
+        assert cell[name]["max_sw2"] < 0.25 * ref, (name, cell[name], ref)
+    assert "| svd | 8 | 2 | DPS |" in capsys.readouterr().out
+
+
+def test_unknown_benchmark_method_is_a_clear_error(capsys):
+    import bench_gmm
+
+    with pytest.raises(SystemExit):
+        bench_gmm.main(["--quick", "--methods", "DPSS"])
+    assert "DPSS" in capsys.readouterr().err
+
+
+def test_parallel_workers_give_the_same_figures(capsys):
+    import bench_gmm
+
+    args = ["--quick", "--methods", "prior (reference)", "DPS"]
+    one, two = bench_gmm.main(args)[0]["methods"], bench_gmm.main(args + ["--jobs", "2"])[0]["methods"]
+    for name in one:
+        assert {k: v for k, v in one[name].items() if k != "seconds"} == \
+               {k: v for k, v in two[name].items() if k != "seconds"}
+
+
+def test_every_registered_method_has_a_row_in_both_benchmarks():
+    import bench_gmm
+    import evaluate
+
+    from vipaint_pl.methods import METHODS
+
+    assert {name for _, name, _ in bench_gmm.rows()} - {None} == set(METHODS)
+    assert {name for _, name, _ in evaluate.ROWS} == set(METHODS)

@@ -1,0 +1,32 @@
+"""What every sampler shares: the code shape of a query, its starting noise, and the monitoring callback.
+
+Every method is called as ``sample(prior, operator, y, noise, cfg, callback=None)``:
+- ``prior``: a ``DiffusionPrior`` (exact mixture, pixel, latent or Stable Diffusion);
+- ``operator``: the measurement operator of the B queries (``operator.repeat_interleave(n)`` gives the one
+  for n samples per query);
+- ``y``: the B observations;
+- ``noise``: a ``QueryNoise`` with B queries and ``per_query`` samples each;
+- ``cfg``: the method's ``Settings``; ``callback(step, info)``, if given, sees every step.
+It returns the clean codes, shape (B * per_query, *code shape), query by query (decode them on a latent prior).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def code_shape(prior, operator, y: Tensor) -> tuple[int, ...]:
+    """Shape of one sample in the space the prior diffuses (the latent grid on latent priors)."""
+    image_shape = tuple(operator.pinv(y[:1]).shape[1:])
+    return tuple(prior.latent_shape(image_shape)) if prior.is_latent else image_shape
+
+
+def start_noise(prior, operator, y: Tensor, noise) -> Tensor:
+    """z_T ~ N(0, I): one standard normal code per sample."""
+    return noise.randn(code_shape(prior, operator, y), y)
+
+
+def report(callback, step: int, **info) -> None:
+    """Hand one step's state to the monitoring callback, if any."""
+    if callback is not None:
+        callback(step, info)
