@@ -68,7 +68,7 @@ def random_mask(h: int, w: int, hole_range=(0.4, 0.8), seed=None, max_tries: int
 
 
 def small_mask(h: int, w: int, seed=None) -> torch.Tensor:
-    """Free-form mask hiding at most 20 % of the image (paper 000, Table 1 'small')."""
+    """Free-form mask hiding at most 20 % of the image (VIPaint, Agarwal et al., arXiv 2024, Table 1 "small")."""
     return random_mask(h, w, (0.05, 0.2), seed)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing_extensions import override
+
 from pathlib import Path
 
 import lightning as L
@@ -107,6 +109,7 @@ class QueryDataModule(L.LightningDataModule):
                 q.observed = op.pinv(op(q.truth[None]))[0]
         return queries
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.queries is None:
             self.queries = self.build_queries()
@@ -115,9 +118,11 @@ class QueryDataModule(L.LightningDataModule):
         """The fixed shard of queries a rank owns: every world_size-th, starting at its rank."""
         return list(range(len(self.queries)))[rank::world_size]
 
+    @override
     def train_dataloader(self):
         return DataLoader(_Steps(), batch_size=None)
 
+    @override
     def predict_dataloader(self):
         n = self.trainer.lightning_module.num_local_queries if self.trainer else len(self.queries)
         return DataLoader(_LocalBatches(n, self.query_batch_size), batch_size=None)

@@ -14,6 +14,8 @@ Use it as ``Trainer(strategy="per_query_ddp", devices=N)`` or ``--trainer.strate
 
 from __future__ import annotations
 
+from typing_extensions import override
+
 from pathlib import Path
 
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
@@ -34,24 +36,29 @@ class PerQueryDDPStrategy(DDPStrategy):
 
     strategy_name = "per_query_ddp"
 
+    @override
     def setup(self, trainer) -> None:
         names = [n for n, _ in self.model.named_parameters()] + [n for n, _ in self.model.named_buffers()]
         self.model._ddp_params_and_buffers_to_ignore = names  # nothing is broadcast from rank 0
         super().setup(trainer)
 
+    @override
     def configure_ddp(self) -> None:
         """No DistributedDataParallel wrapper: gradients of one rank's queries stay on that rank."""
 
+    @override
     def save_checkpoint(self, checkpoint: dict, filepath, storage_options=None) -> None:
         checkpoint["per_query_world_size"] = self.world_size
         target = rank_checkpoint_path(filepath, self.global_rank)
         self.checkpoint_io.save_checkpoint(checkpoint, target, storage_options=storage_options)
 
+    @override
     def remove_checkpoint(self, filepath) -> None:
         target = rank_checkpoint_path(filepath, self.global_rank)
         if target.exists():
             self.checkpoint_io.remove_checkpoint(target)
 
+    @override
     def load_checkpoint(self, checkpoint_path, weights_only=None) -> dict:
         target = rank_checkpoint_path(checkpoint_path, self.global_rank)
         if not target.is_file():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing_extensions import override
+
 import warnings
 
 from lightning.pytorch import Trainer
@@ -29,6 +31,7 @@ class VipaintTrainer(Trainer):
         warnings.filterwarnings("ignore", message=r".*infer the batch indices.*")
         super().__init__(*args, **kwargs)
 
+    @override
     def fit(self, model, *args, **kwargs):
         if not getattr(model, "needs_fit", True):
             raise ConfigError(f"{type(model).__name__} has nothing to fit: run `vipaint predict` (or `vipaint inpaint`, "

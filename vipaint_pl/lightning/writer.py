@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing_extensions import override
+
 from pathlib import Path
 
 import torch
@@ -38,6 +40,7 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
 
+    @override
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         out = self.output_dir or getattr(trainer.datamodule, "output_dir", None)
         if out is None:  # in-memory use (the Python API): nothing to write

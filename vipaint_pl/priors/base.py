@@ -46,7 +46,7 @@ class DiffusionPrior(nn.Module):
         return self._eps(z_t, t)
 
     def predict_x0(self, z_t: Tensor, t) -> Tensor:
-        """Tweedie estimate E[z_0 | z_t] (paper 000, Eq. 3)."""
+        """Tweedie estimate E[z_0 | z_t] (VIPaint, Agarwal et al., arXiv 2024, Eq. 3)."""
         return x0_from_eps(self.schedule, z_t, self.predict_eps(z_t, t).to(z_t.dtype), t)
 
     def encode(self, x: Tensor) -> Tensor:
