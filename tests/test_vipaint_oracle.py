@@ -71,3 +71,20 @@ def test_vipaint_beats_prior_and_replacement_on_the_exact_posterior(k):
     assert sum(losses[-20:]) < sum(losses[:20])  # the bound decreases
     # observed coordinates follow y: the sample mean there matches the exact posterior mean (std 0.45)
     assert (xs[:, [0, 1, 4, 5]].mean(0) - post.mean()[[0, 1, 4, 5]].float()).abs().max() < 0.3
+
+
+@pytest.mark.parametrize("sigma_y", [0.1, 0.5])
+def test_tweedie_guided_sampler_keeps_the_exact_posterior_width_on_a_gaussian_prior(sigma_y):
+    from vipaint_pl.methods.guidance import tweedie_guided_reverse_diffusion
+    from vipaint_pl.rng import QueryNoise
+
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 6), torch.ones(1, 6))  # N(0, I): exact r_t
+    op = DenseLinear(torch.eye(6, dtype=torch.float64)[:3])
+    y = torch.tensor([[1.0, -0.5, 2.0]], dtype=torch.float64)
+    noise = QueryNoise(0, ["q"], "tweedie", 4000)
+    z = noise.randn((6,), y)
+    xs = tweedie_guided_reverse_diffusion(prior, z, 999, noise, 200, 1.0, op, noise.repeat(y), sigma_y)
+    post_var = 1 / (1 + 1 / sigma_y**2)  # observed coordinates; the others keep the prior's N(0, 1)
+    ratio = xs.std(0) / torch.tensor([post_var**0.5] * 3 + [1.0] * 3, dtype=torch.float64)
+    assert ((ratio > 0.8) & (ratio < 1.25)).all(), ratio  # measured 0.86-1.00 (sigma_y 0.1), 0.97-1.03 (0.5)
+    torch.testing.assert_close(xs[:, :3].mean(0), post_var / sigma_y**2 * y[0], atol=0.05, rtol=0)

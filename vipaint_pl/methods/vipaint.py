@@ -33,7 +33,7 @@ from ..schedule import gaussian_kl, per_sample, transition, transition_std
 from ..settings import Settings, bounded
 from . import fidelity
 from .common import code_shape, report
-from .guidance import guided_reverse_diffusion
+from .guidance import guided_reverse_diffusion, tweedie_guided_reverse_diffusion
 from .time_grids import hierarchy_times
 
 
@@ -77,6 +77,9 @@ class PosteriorSamplingConfig(Settings):
     """Phase 3 (Sec. 4.3): ancestral sampling through the hierarchy, then DPS-guided steps from Ts to 0."""
 
     steps: int = bounded(50, low=1)  # reverse steps from Ts to the data
+    # "dps": z_s -= dps_step_size * grad ||y - A(D(x0))|| (the paper); "tweedie": every step conditioned on y
+    # by Tweedie's formula with the bound's likelihood width (no step size to tune)
+    guidance: Literal["dps", "tweedie"] = "dps"
     dps_step_size: float = bounded(1.0, low=0.0)  # 0 disables the DPS gradient
     eta: float = bounded(0.2, low=0.0, high=1.0)  # DDIM eta of the reverse steps
 
@@ -176,12 +179,22 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor) -> Ten
     return n * torch.where(last, nll, kl) + prior_T
 
 
-def reconstruction_loss(operator, x: Tensor, y: Tensor, cfg: BoundConfig, perceptual=None) -> Tensor:
-    """-log p(y | x) per sample: the configured likelihood of A(x) - y, plus an optional perceptual term."""
+def likelihood_scale(operator, cfg: BoundConfig) -> float:
+    """The likelihood's scale: as configured, or the operator's known sigma_y when the config leaves it unset."""
     scale = cfg.likelihood_scale if cfg.likelihood_scale is not None else float(getattr(operator, "sigma_y", 0.0))
     if scale <= 0:
         raise ConfigError("bound.likelihood_scale is None but the operator has no sigma_y > 0; give the scale")
-    nll = fidelity.LIKELIHOODS[cfg.likelihood](operator, x, y, scale)
+    return scale
+
+
+def likelihood_std(operator, cfg: BoundConfig) -> float:
+    """Standard deviation of the likelihood's noise: sigma_y (Gaussian) or sqrt(2) b (Laplace with scale b)."""
+    return likelihood_scale(operator, cfg) * (2**0.5 if cfg.likelihood == "laplace" else 1.0)
+
+
+def reconstruction_loss(operator, x: Tensor, y: Tensor, cfg: BoundConfig, perceptual=None) -> Tensor:
+    """-log p(y | x) per sample: the configured likelihood of A(x) - y, plus an optional perceptual term."""
+    nll = fidelity.LIKELIHOODS[cfg.likelihood](operator, x, y, likelihood_scale(operator, cfg))
     if perceptual is not None and cfg.perceptual_weight > 0:
         nll = nll + cfg.perceptual_weight * fidelity.perceptual(operator, x, y, perceptual)
     return nll
@@ -231,11 +244,14 @@ def fit_noise(noise, step: int, cfg: VIPaintConfig):
 
 
 def sample_posterior(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
-                     cfg: PosteriorSamplingConfig, callback=None) -> Tensor:
+                     cfg: PosteriorSamplingConfig, bound: BoundConfig, callback=None) -> Tensor:
     """Phase 3: clean codes (B * per_query, ...) for the queries ``idx`` (with their ``operator`` and ``y``)."""
     with torch.no_grad():
         _, z, _ = post.sample(prior, idx, noise)
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
+    if cfg.guidance == "tweedie":
+        return tweedie_guided_reverse_diffusion(prior, z, post.times[-1], noise, cfg.steps, cfg.eta, operator, y,
+                                                likelihood_std(operator, bound), callback)
     loss = lambda x0: fidelity.residual_norm(operator, prior.decode(x0), y)  # noqa: E731  DPS on the same y
     return guided_reverse_diffusion(prior, z, post.times[-1], noise, cfg.steps, cfg.dps_step_size, cfg.eta, loss,
                                     callback)
@@ -264,4 +280,5 @@ def vipaint_sample(prior, operator, y: Tensor, noise, cfg: VIPaintConfig, callba
         report(callback, step, terms={k: v.detach() for k, v in terms.items()})
     post.requires_grad_(False)
     shifted = None if callback is None else (lambda i, info: callback(cfg.fit_steps + i, info))
-    return sample_posterior(prior, post, operator, y, idx, noise.stream("sample"), cfg.sampling, shifted)  # 3.
+    return sample_posterior(prior, post, operator, y, idx, noise.stream("sample"), cfg.sampling, cfg.bound,  # 3.
+                            shifted)
