@@ -88,3 +88,47 @@ def test_tweedie_guided_sampler_keeps_the_exact_posterior_width_on_a_gaussian_pr
     ratio = xs.std(0) / torch.tensor([post_var**0.5] * 3 + [1.0] * 3, dtype=torch.float64)
     assert ((ratio > 0.8) & (ratio < 1.25)).all(), ratio  # measured 0.86-1.00 (sigma_y 0.1), 0.97-1.03 (0.5)
     torch.testing.assert_close(xs[:, :3].mean(0), post_var / sigma_y**2 * y[0], atol=0.05, rtol=0)
+
+
+def test_paper_weighting_has_the_official_ratio_of_terms():
+    from vipaint_pl.methods.vipaint import PAPER_BETA, PAPER_L1_SCALE, init_posterior, vipaint_bound
+    from vipaint_pl.rng import QueryNoise
+
+    prior, op, y, _ = _oracle_problem()
+    cfg = VIPaintConfig.from_dict({"k": 2, "bound": {"weighting": "paper", "mc_samples": 3}})
+    noise = QueryNoise(0, ["q"], "vipaint", 3)
+    post = init_posterior(prior, op, y, noise, cfg)
+    terms = vipaint_bound(prior, post, op, y, torch.arange(1), noise.stream("fit/0"), cfg.bound)
+    again = init_posterior(prior, op, y, noise, cfg)
+    _, z, _ = again.sample(prior, torch.zeros(3, dtype=torch.long), noise.stream("fit/0"))
+    x0 = prior.predict_x0(z, post.times[-1])
+    l1 = (op(x0) - y).abs().sum(1).mean() / PAPER_L1_SCALE  # summed L1 over 1 / (2 * 0.566^2 * 1000)
+    torch.testing.assert_close(terms["reconstruction"][0], l1.to(terms["reconstruction"].dtype))
+    d, te = 8, post.times[0]
+    expected = l1 + PAPER_BETA / d * (terms["hierarchical_kl"][0] + (1000 - te) / 2 / (999 - te) * terms["diffusion"][0])
+    torch.testing.assert_close(terms["loss"][0], expected.to(terms["loss"].dtype))
+
+
+def test_a_two_component_mixture_covers_both_modes_and_tightens_the_bound():
+    """1-D prior with two well-separated modes and an observation that cannot tell them apart (y = |x|-like:
+    A = 0 in the deciding direction): the exact posterior puts half its mass on each mode. One Gaussian
+    hierarchy covers one mode; a mixture of two covers both and its bound is higher by about log 2."""
+    prior = GaussianMixturePrior(torch.tensor([0.5, 0.5]), torch.tensor([[-6.0, 0.0], [6.0, 0.0]]),
+                                 torch.ones(2, 2))
+    op = DenseLinear(torch.tensor([[0.0, 1.0]], dtype=torch.float64))  # sees the second coordinate only
+    y = torch.tensor([[0.3]], dtype=torch.float64)
+    op.sigma_y = 0.5
+    base = {"k": 1, "times": [300], "fit_steps": 200,
+            "bound": {"likelihood": "gaussian", "likelihood_scale": None, "mc_samples": 16},
+            "sampling": {"steps": 30, "eta": 1.0, "guidance": "tweedie"}, "optim": {"lr_weights": 0.5}}
+    bounds, covered = {}, {}
+    for m in (1, 2):
+        cfg = VIPaintConfig.from_dict(base | {"components": m, "init": {"start": "guided"}})
+        losses = []
+        xs = run_method("vipaint", prior, op, y, 400, seed=1, config=cfg,
+                        callback=lambda step, info: "terms" in info and losses.append(float(info["terms"]["loss"])))
+        bounds[m] = -sum(losses[-50:]) / 50
+        covered[m] = float((xs[:, 0] > 0).double().mean())
+    assert 0.3 < covered[2] < 0.7, covered  # both modes, near their exact 1/2 each (measured 0.48)
+    assert covered[1] < 0.05 or covered[1] > 0.95, covered  # one Gaussian: one mode
+    assert 0.3 < bounds[2] - bounds[1] < 1.0, bounds  # log 2 = 0.69 for disjoint modes; measured 0.56

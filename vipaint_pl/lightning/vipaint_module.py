@@ -17,6 +17,7 @@ from ..methods.vipaint import (
     init_posterior,
     make_optimizer,
     sample_posterior,
+    sample_rows,
     vipaint_bound,
 )
 from ..perceptual import build_perceptual
@@ -86,7 +87,7 @@ class VIPaintModule(InpaintingModule):
 
     @override
     def configure_optimizers(self):
-        opt, sched = make_optimizer(self.posterior, self.cfg.optim)
+        opt, sched = make_optimizer(self.posterior, self.cfg.optim, self.cfg.fit_steps)
         return {"optimizer": opt, "lr_scheduler": sched}
 
     @override
@@ -114,7 +115,7 @@ class VIPaintModule(InpaintingModule):
         paper's Figure 4), for the first ``queries`` local queries; images in [-1, 1]."""
         idx = torch.arange(min(queries, self.num_local_queries))
         noise = self.noise(idx, per_query).stream(f"log/{step}")
-        _, z, _ = self.posterior.sample(self.prior, idx.to(self.device), noise)
+        _, z, _ = self.posterior.sample(self.prior, sample_rows(self.posterior, idx.to(self.device), noise), noise)
         x = self.prior.decode(self.prior.predict_x0(z, self.times[-1])).float().clamp(-1, 1)
         obs = self.operator(idx).pinv(self.y[idx]).float()
         return torch.cat([torch.stack([o, *x[per_query * j : per_query * (j + 1)]]) for j, o in enumerate(obs)])

@@ -37,8 +37,9 @@ def guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, steps: int, 
 
 
 def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, steps: int, eta: float, operator,
-                                     y: Tensor, sigma_y: float, callback=None) -> Tensor:
-    """Reverse diffusion from z at ``t_start`` to the data, each step conditioned on y by Tweedie's formula.
+                                     y: Tensor, sigma_y: float, callback=None, t_end: int = -1) -> Tensor:
+    """Reverse diffusion from z at ``t_start`` to ``t_end`` (default: the data), each step conditioned on y
+    by Tweedie's formula.
 
     Each step t -> s:
       1. x0 = E[z_0 | z_t]                                                  (Tweedie)
@@ -51,7 +52,7 @@ def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, step
     exact posterior's width is kept in the observed and the unobserved directions alike.
     """
     schedule = prior.schedule
-    times = descending_times(t_start, steps)
+    times = descending_times(t_start, steps, t_end)
     for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
         alpha, sigma = float(schedule.alpha(t)), float(schedule.sigma(t))
         with torch.enable_grad():

@@ -29,11 +29,12 @@ DATA_POSITION = -1
 DEFAULT_HIERARCHY_TIMES = {1: [400], 2: [550, 400], 4: [550, 500, 450, 400], 6: [550, 520, 490, 460, 430, 400]}
 
 
-def descending_times(t_start: int, steps: int) -> list[int]:
-    """``steps`` jumps from ``t_start`` down to the data (time -1), evenly spaced, strictly decreasing."""
+def descending_times(t_start: int, steps: int, t_end: int = -1) -> list[int]:
+    """``steps`` jumps from ``t_start`` down to ``t_end`` (default -1, the data), evenly spaced, strictly
+    decreasing."""
     if steps < 1:
         raise ConfigError(f"a reverse chain needs at least 1 step, got {steps}")
-    raw = torch.linspace(t_start, -1, steps + 1).round().long().tolist()
+    raw = torch.linspace(t_start, t_end, steps + 1).round().long().tolist()
     times = [raw[0]]
     for t in raw[1:]:
         if t < times[-1]:

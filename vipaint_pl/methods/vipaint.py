@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..schedule import gaussian_kl, per_sample, transition, transition_std
+from ..schedule import gaussian_entropy, gaussian_kl, per_sample, transition, transition_std
 from ..settings import Settings, bounded
 from . import fidelity
 from .common import code_shape, report
@@ -37,10 +37,20 @@ from .guidance import guided_reverse_diffusion, tweedie_guided_reverse_diffusion
 from .time_grids import hierarchy_times
 
 
+# The official code's weighting (weighting: paper): the L1 of the decoded reconstruction summed over pixels and
+# scaled by 1 / (2 * 0.566^2 * 1000) (its VAE loss's log-variance and the division by 1000), beta = 100 on the
+# hierarchical KL and on the diffusion term, both averaged over the latent dimensions, the diffusion term's
+# single time weighted by (T - Te) / 2, and no entropy term.
+PAPER_L1_SCALE = 2 * 0.566**2 * 1000
+PAPER_BETA = 100.0
+
+
 @dataclass
 class BoundConfig(Settings):
-    """Weights of the bound's terms. beta = 1 and a Gaussian likelihood give the exact bound."""
+    """Weights of the bound's terms. beta = 1 and a Gaussian likelihood give the exact bound;
+    ``weighting: paper`` gives the official code's weights instead (see PAPER_L1_SCALE)."""
 
+    weighting: Literal["exact", "paper"] = "exact"
     beta: float = bounded(1.0, low=0.0, low_open=True)
     likelihood: Literal["laplace", "gaussian"] = "laplace"  # L1 (as the official code) or Gaussian
     # Laplace scale b or Gaussian sigma_y in image units ([-1, 1]); None: the operator's ``sigma_y``
@@ -49,13 +59,23 @@ class BoundConfig(Settings):
     perceptual_weight: float = bounded(0.0, low=0.0)
     mc_samples: int = bounded(4, low=1)  # posterior samples per query per step (S)
     entropy: bool = True
+    # "one_step": -log p(y | x0hat(z_Ts)) with the likelihood above (the paper: treats the one-step estimate
+    # as the image, which biases z_Ts to overshoot y by the denoiser's shrinkage); "tweedie": -log p(y | z_Ts)
+    # ~ -log N(y; A D(x0hat(z_Ts)), (std^2 + sigma_Ts^2) I), the width of x0 given z_Ts added (unit-variance
+    # data), as the "tweedie" sampler below Ts has it
+    reconstruction: Literal["one_step", "tweedie"] = "one_step"
 
 
 @dataclass
 class InitConfig(Settings):
     """Initialization from the observation (as the official code: mean at the noised encoded observation)."""
 
-    noise_scale: float = bounded(0.5, low=0.0)  # mu = alpha_s enc(A^+ y) + noise_scale * sigma_s * noise
+    # "observation": mu_s = alpha_s enc(A^+ y) + noise_scale * sigma_s * noise (the paper);
+    # "guided": each component's top mean is a draw of the Tweedie-guided chain from T to Te (close to
+    # p(z_Te | y), so components start in different modes), lower means alpha_s times its x0 estimate
+    start: Literal["observation", "guided"] = "observation"
+    guided_steps: int = bounded(20, low=1)  # reverse steps from T to Te for the "guided" start
+    noise_scale: float = bounded(0.5, low=0.0)
     lower_std_factor: float = bounded(0.7, low=0.0, low_open=True)  # tau_s = factor * std of p(z_s | z_t)
     gamma: float = 4.0  # sigmoid(4) = 0.98: start close to the prior's own transition
 
@@ -67,7 +87,11 @@ class OptimConfig(Settings):
     lr_mean: float = bounded(0.1, low=0.0)
     lr_log_std: float = bounded(0.001, low=0.0)
     lr_gamma: float = bounded(0.01, low=0.0)
+    lr_weights: float = bounded(0.05, low=0.0)  # mixture weights' logits (components > 1)
     betas: tuple[float, float] = (0.9, 0.99)
+    # "step": StepLR(lr_step_size, lr_decay) (the official code); "cosine": cosine annealing to 0 over the fit,
+    # so that the last steps average out the Monte Carlo noise of the gradients instead of jittering
+    schedule: Literal["step", "cosine"] = "step"
     lr_step_size: int = bounded(10, low=1)
     lr_decay: float = bounded(0.99, low=0.0, high=1.0, low_open=True)
 
@@ -89,6 +113,7 @@ class VIPaintConfig(Settings):
     """VIPaint-K: the hierarchy, the bound, its fit and the sampler."""
 
     k: int = bounded(2, low=1)  # hierarchy levels
+    components: int = bounded(1, low=1)  # M: a mixture of M hierarchies with learned weights (1: the paper)
     times: list[int] | None = None  # DDPM indices Te > ... > Ts; default [550, 400] for K = 2 (rescaled to T)
     fit_steps: int = bounded(100, low=0)  # optimization steps on the bound
     bound: BoundConfig = field(default_factory=BoundConfig)
@@ -101,23 +126,33 @@ class VIPaintConfig(Settings):
 
 
 class HierarchicalPosterior(nn.Module):
-    """Variational parameters for Q queries: mu, log tau per level over the latent grid; gamma per level."""
+    """Variational parameters for Q queries, each a mixture of M hierarchies (M = 1: the paper's family).
 
-    def __init__(self, times: list[int], num_queries: int, latent_shape: tuple[int, ...]):
+    Row ``q * M + m`` of ``mu`` / ``log_std`` (per level, over the latent grid) and ``gamma`` (per level)
+    is component m of query q; ``logits`` (Q, M) give the mixture weights pi = softmax(logits).
+    """
+
+    def __init__(self, times: list[int], num_queries: int, latent_shape: tuple[int, ...], components: int = 1):
         super().__init__()
-        self.times = list(times)
-        k = len(times)
-        self.mu = nn.Parameter(torch.zeros(k, num_queries, *latent_shape))
-        self.log_std = nn.Parameter(torch.zeros(k, num_queries, *latent_shape))
-        self.gamma = nn.Parameter(torch.zeros(k - 1, num_queries))
+        self.times, self.components = list(times), components
+        k, rows = len(times), num_queries * components
+        self.mu = nn.Parameter(torch.zeros(k, rows, *latent_shape))
+        self.log_std = nn.Parameter(torch.zeros(k, rows, *latent_shape))
+        self.gamma = nn.Parameter(torch.zeros(k - 1, rows))
+        self.logits = nn.Parameter(torch.zeros(num_queries, components))
 
     @property
     def k(self) -> int:
         return len(self.times)
 
+    def component_rows(self, idx: Tensor) -> Tensor:
+        """The parameter rows of the queries ``idx``: (len(idx), M)."""
+        return idx[:, None] * self.components + torch.arange(self.components, device=idx.device)
+
     @torch.no_grad()
     def initialize(self, prior, z_obs: Tensor, cfg: InitConfig, noise) -> None:
-        """z_obs: encoded pseudo-inverse of each query's observation, (Q, *latent_shape); noise: 1 per query."""
+        """z_obs: each row's anchor in code space, (Q * M, *latent_shape) (the encoded observation, or a
+        component's x0 estimate); noise: one draw per row."""
         sch = prior.schedule
         for k, s in enumerate(self.times):
             a, sg = float(sch.alpha(s)), float(sch.sigma(s))
@@ -129,22 +164,40 @@ class HierarchicalPosterior(nn.Module):
             self.log_std[k] = torch.log(torch.tensor(std))
         self.gamma.fill_(cfg.gamma)
 
-    def sample(self, prior, idx: Tensor, noise, with_kl: bool = False):
-        """Ancestral sampling through the hierarchy (Eq. 11), ``noise.per_query`` samples of each query in
-        ``idx``: returns z_Te, z_Ts and the per-sample KLs of the lower levels."""
-        mu, std = self.mu[:, idx], self.log_std[:, idx].exp()
-        z = noise.repeat(mu[0]) + noise.repeat(std[0]) * noise.randn(mu.shape[2:], mu)
-        z_top, kl = z, z.new_zeros(z.shape[0])
+    def sample(self, prior, rows: Tensor, noise, with_kl: bool = False, with_path: bool = False):
+        """Ancestral sampling through the hierarchy (Eq. 11), one sample per entry of ``rows``: returns z_Te,
+        z_Ts, the per-sample KLs of the lower levels, and (``with_path``) every level's (z_t, prior mean,
+        prior std, z_s) for mixture densities."""
+        mu, std = self.mu[:, rows], self.log_std[:, rows].exp()
+        z = mu[0] + std[0] * noise.randn(mu.shape[2:], mu)
+        z_top, kl, path = z, z.new_zeros(z.shape[0]), []
         for k in range(1, self.k):
             t, s = self.times[k - 1], self.times[k]
             p_mean, p_std = transition(prior.schedule, z, prior.predict_x0(z, t), s, t, eta=1.0)
-            g = per_sample(torch.sigmoid(noise.repeat(self.gamma[k - 1, idx])), z)
-            q_mean = g * p_mean + (1 - g) * noise.repeat(mu[k])  # Eq. 12
-            q_std = noise.repeat(std[k])
+            g = per_sample(torch.sigmoid(self.gamma[k - 1, rows]), z)
+            q_mean = g * p_mean + (1 - g) * mu[k]  # Eq. 12
             if with_kl:
-                kl = kl + gaussian_kl(q_mean, q_std, p_mean, p_std).flatten(1).sum(1)
-            z = q_mean + q_std * noise.like(q_mean)
-        return z_top, z, kl
+                kl = kl + gaussian_kl(q_mean, std[k], p_mean, p_std).flatten(1).sum(1)
+            z_next = q_mean + std[k] * noise.like(q_mean)
+            path.append((p_mean, p_std, z_next))
+            z = z_next
+        return (z_top, z, kl, path) if with_path else (z_top, z, kl)
+
+    def log_density(self, rows: Tensor, z_top: Tensor, path) -> Tensor:
+        """log q_m(z) of each sample's whole hierarchy under every component m of its query: (B, M).
+
+        ``rows`` (B, M): the parameter rows of each sample's query. The prior means along the path are shared
+        by all components, so this costs no network call.
+        """
+        def log_normal(x, mean, std):  # summed over the event, broadcast over the M components
+            return (-0.5 * ((x[:, None] - mean) / std) ** 2 - torch.log(std) - 0.9189385332).flatten(2).sum(2)
+
+        mu, std = self.mu[:, rows], self.log_std[:, rows].exp()  # (K, B, M, ...)
+        logq = log_normal(z_top, mu[0], std[0])
+        for k, (p_mean, _, z_s) in enumerate(path, start=1):
+            g = torch.sigmoid(self.gamma[k - 1, rows]).view(*rows.shape, *([1] * (z_s.ndim - 1)))
+            logq = logq + log_normal(z_s, g * p_mean[:, None] + (1 - g) * mu[k], std[k])
+        return logq
 
 
 def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor) -> Tensor:
@@ -192,62 +245,155 @@ def likelihood_std(operator, cfg: BoundConfig) -> float:
     return likelihood_scale(operator, cfg) * (2**0.5 if cfg.likelihood == "laplace" else 1.0)
 
 
-def reconstruction_loss(operator, x: Tensor, y: Tensor, cfg: BoundConfig, perceptual=None) -> Tensor:
-    """-log p(y | x) per sample: the configured likelihood of A(x) - y, plus an optional perceptual term."""
-    nll = fidelity.LIKELIHOODS[cfg.likelihood](operator, x, y, likelihood_scale(operator, cfg))
+def reconstruction_loss(operator, x: Tensor, y: Tensor, cfg: BoundConfig, perceptual=None,
+                        sigma_ts: float = 0.0) -> Tensor:
+    """-log p(y | x) per sample: the configured likelihood of A(x) - y, plus an optional perceptual term; with
+    ``cfg.reconstruction == "tweedie"``, a Gaussian of variance std^2 + sigma_ts^2 instead (see BoundConfig)."""
+    if cfg.weighting == "paper":
+        return fidelity.laplace_nll(operator, x, y, PAPER_L1_SCALE)
+    if cfg.reconstruction == "tweedie":
+        var = likelihood_std(operator, cfg) ** 2 + sigma_ts**2
+        nll = fidelity.gaussian_nll(operator, x, y, var**0.5)
+    else:
+        nll = fidelity.LIKELIHOODS[cfg.likelihood](operator, x, y, likelihood_scale(operator, cfg))
     if perceptual is not None and cfg.perceptual_weight > 0:
         nll = nll + cfg.perceptual_weight * fidelity.perceptual(operator, x, y, perceptual)
     return nll
 
 
+class SharedAcrossComponents:
+    """Common random numbers for a mixture: every component of a query gets the same S draws, so that the
+    components' bounds differ by their parameters, not by their noise (low-variance weight gradients).
+    Rows are laid out query by query, then component, then sample."""
+
+    def __init__(self, noise, components: int):
+        self.noise, self.components = noise, components
+        self.per_query = noise.per_query * components
+
+    def _tile(self, draws: Tensor) -> Tensor:
+        q, s = self.noise.num_queries, self.noise.per_query
+        return draws.view(q, 1, s, *draws.shape[1:]).expand(q, self.components, s, *draws.shape[1:]).reshape(
+            q * self.components * s, *draws.shape[1:])
+
+    def randn(self, shape, like: Tensor) -> Tensor:
+        return self._tile(self.noise.randn(shape, like))
+
+    def like(self, tensor: Tensor) -> Tensor:
+        return self.randn(tensor.shape[1:], tensor)
+
+    def rand(self, like: Tensor) -> Tensor:
+        return self._tile(self.noise.rand(like))
+
+    def repeat(self, tensor: Tensor) -> Tensor:
+        return tensor.repeat_interleave(self.per_query, 0)
+
+
 def vipaint_bound(prior, posterior: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
                   cfg: BoundConfig, perceptual=None) -> dict[str, Tensor]:
-    """Per-query Monte Carlo estimates of every term of the bound (Eq. 13), averaged over the
-    ``noise.per_query`` (= S) samples of each query.
+    """Per-query Monte Carlo estimates of every term of the bound (Eq. 13), averaged over the samples.
 
-    ``operator`` and ``y`` are those of the queries ``idx`` (B of them); returns tensors of shape (B,).
+    ``operator`` and ``y`` are those of the queries ``idx`` (B of them); ``noise`` draws S = ``noise.per_query``
+    samples per query, from each of the M components with a mixture (stratified; the same draws for every
+    component). Returns tensors of shape (B,).
+
+    Mixture (M > 1): q(z) = sum_m pi_m q_m(z) and the bound is sum_m pi_m E_{q_m}[-log p(y, z) + log q(z)],
+    with log q(z) = logsumexp_m' (log pi_m' + log q_m'(z)) per sample; "hierarchical_kl" then holds the
+    Monte Carlo E[log q(z) - log p(lower levels | z_Te)] and "entropy" is 0 (it is inside that term).
     """
-    S = noise.per_query
-    z_top, z_s, kl = posterior.sample(prior, idx, noise, with_kl=True)
+    M, S = posterior.components, noise.per_query
+    if M > 1:
+        noise = SharedAcrossComponents(noise, M)
+    rows = posterior.component_rows(idx)  # (B, M)
+    sample_rows = rows.repeat_interleave(S, 1).flatten()  # query-major, then component, then sample
+    z_top, z_s, kl, path = posterior.sample(prior, sample_rows, noise, with_kl=M == 1, with_path=True)
     x = prior.decode(prior.predict_x0(z_s, posterior.times[-1]))
-    recon = reconstruction_loss(operator.repeat_interleave(S), x, noise.repeat(y), cfg, perceptual)
-    u = noise.rand(z_top)
-    diff = diffusion_loss(prior, z_top, posterior.times[0], u, noise.like(z_top))
-    per_query = lambda v: v.view(-1, S).mean(1)  # noqa: E731
-    entropy = posterior.log_std[0, idx].flatten(1).sum(1) if cfg.entropy else torch.zeros(len(idx), device=y.device)
-    terms = {"reconstruction": per_query(recon), "hierarchical_kl": per_query(kl),
-             "diffusion": per_query(diff), "entropy": entropy}
-    terms["loss"] = terms["reconstruction"] + cfg.beta * (terms["hierarchical_kl"] + terms["diffusion"] - entropy)
+    recon = reconstruction_loss(operator.repeat_interleave(noise.per_query), x, noise.repeat(y), cfg, perceptual,
+                                float(prior.schedule.sigma(posterior.times[-1])))
+    u = (noise.rand(z_top).view(-1, M, S) + torch.arange(S, device=z_top.device, dtype=torch.float64)) / S  # stratified t
+    diff = diffusion_loss(prior, z_top, posterior.times[0], u.flatten(), noise.like(z_top))
+    if M == 1:
+        entropy = gaussian_entropy(posterior.log_std[0, idx].exp()).flatten(1).sum(1) if cfg.entropy else \
+            torch.zeros(len(idx), device=y.device)  # H[q(z_Te)], constants included: bounds compare across M
+        per_query = lambda v: v.view(-1, S).mean(1)  # noqa: E731
+        terms = {"reconstruction": per_query(recon), "hierarchical_kl": per_query(kl),
+                 "diffusion": per_query(diff), "entropy": entropy}
+    else:
+        log_pi = torch.log_softmax(posterior.logits[idx], dim=1)  # (B, M)
+        logq = posterior.log_density(rows.repeat_interleave(noise.per_query, 0), z_top, path)  # (B*M*S, M)
+        log_q_mix = torch.logsumexp(log_pi.repeat_interleave(noise.per_query, 0) + logq, dim=1)
+        log_p_lower = sum(-(0.5 * ((z - m) / sd) ** 2 + torch.log(sd) + 0.9189385332).flatten(1).sum(1)
+                          for m, sd, z in path) if path else torch.zeros_like(log_q_mix)
+        pi = log_pi.exp()
+        per_query = lambda v: (pi * v.view(-1, M, S).mean(2)).sum(1)  # noqa: E731  stratified over components
+        terms = {"reconstruction": per_query(recon), "hierarchical_kl": per_query(log_q_mix - log_p_lower),
+                 "diffusion": per_query(diff), "entropy": torch.zeros(len(idx), device=y.device)}
+    if cfg.weighting == "paper":
+        if M > 1:
+            raise ConfigError("bound.weighting 'paper' is the paper's single-hierarchy bound; use components: 1")
+        d, te, T = z_top[0].numel(), posterior.times[0], prior.num_train_timesteps
+        per_time = (T - te) / 2 / max(T - 1 - te, 1)  # (T - Te) / 2 on one time, not T - 1 - Te
+        terms["loss"] = terms["reconstruction"] + PAPER_BETA / d * (terms["hierarchical_kl"] + per_time * terms["diffusion"])
+        return terms
+    terms["loss"] = terms["reconstruction"] + cfg.beta * (terms["hierarchical_kl"] + terms["diffusion"]
+                                                          - terms["entropy"])
     return terms
 
 
 @torch.no_grad()
 def init_posterior(prior, operator, y: Tensor, noise, cfg: VIPaintConfig) -> HierarchicalPosterior:
-    """Phase 1: a posterior for the B queries of ``y``, its means at the noised encoded observation."""
-    z_obs = prior.encode(operator.pinv(y)).float()
-    post = HierarchicalPosterior(cfg.hierarchy(prior.num_train_timesteps), y.shape[0], code_shape(prior, operator, y))
-    post = post.to(y.device)
-    post.initialize(prior, z_obs, cfg.init, noise.stream("init", per_query=1))
+    """Phase 1: a posterior for the B queries of ``y`` (``cfg.components`` rows each), started as
+    ``cfg.init.start`` says."""
+    M, times = cfg.components, cfg.hierarchy(prior.num_train_timesteps)
+    post = HierarchicalPosterior(times, y.shape[0], code_shape(prior, operator, y), M).to(y.device)
+    init = noise.stream("init", per_query=M)
+    if cfg.init.start == "observation":
+        anchors = init.repeat(prior.encode(operator.pinv(y)).float())
+        post.initialize(prior, anchors, cfg.init, init)
+        return post
+    # "guided": M draws of the Tweedie-guided chain from T - 1 to Te per query; each component is centred on
+    # one draw at Te and on alpha_s times that draw's x0 estimate below
+    z_top = tweedie_guided_reverse_diffusion(prior, init.randn(post.mu.shape[2:], y), prior.num_train_timesteps - 1,
+                                             init, cfg.init.guided_steps, 1.0, operator.repeat_interleave(M),
+                                             init.repeat(y), likelihood_std(operator, cfg.bound), t_end=times[0])
+    anchors = prior.predict_x0(z_top, times[0]).float()
+    post.initialize(prior, anchors, cfg.init.replace(noise_scale=0.0), init)
+    post.mu[0] = z_top.float()
     return post
 
 
-def make_optimizer(post: HierarchicalPosterior, cfg: OptimConfig):
-    """Phase 2's optimizer: Adam with one learning rate per parameter group, StepLR on all."""
-    opt = torch.optim.Adam([{"params": [post.mu], "lr": cfg.lr_mean}, {"params": [post.log_std], "lr": cfg.lr_log_std},
-                            {"params": [post.gamma], "lr": cfg.lr_gamma}], betas=tuple(cfg.betas))
+def make_optimizer(post: HierarchicalPosterior, cfg: OptimConfig, steps: int):
+    """Phase 2's optimizer: Adam with one learning rate per parameter group, StepLR or cosine annealing over
+    ``steps`` on all."""
+    groups = [{"params": [post.mu], "lr": cfg.lr_mean}, {"params": [post.log_std], "lr": cfg.lr_log_std},
+              {"params": [post.gamma], "lr": cfg.lr_gamma}]
+    if post.components > 1:
+        groups.append({"params": [post.logits], "lr": cfg.lr_weights})
+    opt = torch.optim.Adam(groups, betas=tuple(cfg.betas))
+    if cfg.schedule == "cosine":
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step_size, gamma=cfg.lr_decay)
 
 
 def fit_noise(noise, step: int, cfg: VIPaintConfig):
-    """The random stream of fit step ``step``: ``mc_samples`` draws per query."""
+    """The random stream of fit step ``step``: ``mc_samples`` draws per query (shared by its components)."""
     return noise.stream(f"fit/{step}", per_query=cfg.bound.mc_samples)
+
+
+def sample_rows(post: HierarchicalPosterior, idx: Tensor, noise) -> Tensor:
+    """The parameter row of each of the ``noise.per_query`` samples of the queries ``idx``: a component drawn
+    from each query's mixture weights (inverse CDF of one uniform per sample)."""
+    if post.components == 1:
+        return noise.repeat(idx)
+    cdf = torch.softmax(post.logits[idx].detach().double(), dim=1).cumsum(1)
+    m = (noise.repeat(cdf) < noise.rand(cdf)[:, None]).sum(1).clamp_max(post.components - 1)
+    return noise.repeat(idx) * post.components + m
 
 
 def sample_posterior(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
                      cfg: PosteriorSamplingConfig, bound: BoundConfig, callback=None) -> Tensor:
     """Phase 3: clean codes (B * per_query, ...) for the queries ``idx`` (with their ``operator`` and ``y``)."""
     with torch.no_grad():
-        _, z, _ = post.sample(prior, idx, noise)
+        _, z, _ = post.sample(prior, sample_rows(post, idx, noise), noise)
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     if cfg.guidance == "tweedie":
         return tweedie_guided_reverse_diffusion(prior, z, post.times[-1], noise, cfg.steps, cfg.eta, operator, y,
@@ -268,7 +414,7 @@ def vipaint_sample(prior, operator, y: Tensor, noise, cfg: VIPaintConfig, callba
     perceptual = build_perceptual(cfg.bound.perceptual)
     if perceptual is not None:
         perceptual = perceptual.to(y.device)
-    opt, sched = make_optimizer(post, cfg.optim)
+    opt, sched = make_optimizer(post, cfg.optim, cfg.fit_steps)
     idx = torch.arange(y.shape[0], device=y.device)
     for step in range(cfg.fit_steps):  # 2.
         with torch.enable_grad():
