@@ -42,6 +42,7 @@ from vipaint_pl.methods import METHODS, method_config, run_method
 from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
 from vipaint_pl.operators import DenseLinear, random_dense_operator
 from vipaint_pl.priors.gmm import grid_mixture_prior
+from vipaint_pl.settings import merge_dicts
 
 N_EXACT, N_METHOD, PROJECTIONS = 10_000, 1_000, 100
 
@@ -86,14 +87,6 @@ VIPAINT_SETTINGS = {"fit_steps": 150, "bound": {"likelihood": "gaussian", "likel
                     "sampling": {"steps": 40, "eta": 1.0, "dps_step_size": 0.0}}
 
 
-def merged(base: dict, changes: dict) -> dict:
-    """``base`` with ``changes`` applied, nested dicts merged key by key."""
-    out = dict(base)
-    for k, v in changes.items():
-        out[k] = merged(out.get(k, {}), v) if isinstance(v, dict) else v
-    return out
-
-
 def rows() -> list[tuple]:
     """ROWS, then a row with its defaults for every registered method that ROWS does not name."""
     named = {name for _, name, _ in ROWS}
@@ -103,8 +96,8 @@ def rows() -> list[tuple]:
 def row_config(name: str, changes: dict, chain: int):
     """The method's config on this benchmark: chains capped at ``chain`` steps, then the row's changes."""
     base = VIPAINT_SETTINGS if name == "vipaint" else {}
-    cfg = method_config(name, merged(base, changes))
-    if getattr(cfg, "steps", 0) > chain:
+    cfg = method_config(name, merge_dicts(base, changes))
+    if "steps" not in changes and getattr(cfg, "steps", 0) > chain:  # a row that sets its steps keeps them
         cfg = cfg.replace(steps=chain)
     return cfg
 

@@ -132,3 +132,15 @@ def test_a_two_component_mixture_covers_both_modes_and_tightens_the_bound():
     assert 0.3 < covered[2] < 0.7, covered  # both modes, near their exact 1/2 each (measured 0.48)
     assert covered[1] < 0.05 or covered[1] > 0.95, covered  # one Gaussian: one mode
     assert 0.3 < bounds[2] - bounds[1] < 1.0, bounds  # log 2 = 0.69 for disjoint modes; measured 0.56
+
+
+@pytest.mark.parametrize("changes", [{"gamma_per_element": True}, {"hierarchy_eta": 0.447},
+                                     {"components": 2, "gamma_per_element": True}])
+def test_official_variants_of_the_hierarchy_fit_and_sample(changes):
+    prior, op, y, post = _oracle_problem()
+    cfg = VIPaintConfig.from_dict({"k": 2, "fit_steps": 30, "bound": {"likelihood": "gaussian", "likelihood_scale": 0.5},
+                                   "sampling": {"steps": 20, "eta": 1.0}} | changes)
+    xs = run_method("vipaint", prior, op, y, 200, config=cfg)
+    exact = post.sample(2000, torch.Generator().manual_seed(5)).float()
+    prior_sw = sliced_wasserstein(prior.sample(200, torch.Generator().manual_seed(9)), exact)
+    assert torch.isfinite(xs).all() and sliced_wasserstein(xs, exact) < 0.3 * prior_sw

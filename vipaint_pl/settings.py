@@ -97,3 +97,11 @@ class Settings:
                     and not isinstance(value, bool):
                 changes[f.name] = min(value, budget)
         return dataclasses.replace(self, **changes)
+
+
+def merge_dicts(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied, nested dicts merged key by key (config overrides)."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merge_dicts(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out

@@ -114,6 +114,10 @@ class VIPaintConfig(Settings):
 
     k: int = bounded(2, low=1)  # hierarchy levels
     components: int = bounded(1, low=1)  # M: a mixture of M hierarchies with learned weights (1: the paper)
+    # the prior's transitions p(z_s | z_t) between levels: DDIM-family eta (1: the DDPM posterior; the official
+    # code's step has the DDPM std times sqrt(0.2), i.e. eta 0.447)
+    hierarchy_eta: float = bounded(1.0, low=0.0, high=1.0, low_open=True)
+    gamma_per_element: bool = False  # one gate per level and query (False) or per latent element (official)
     times: list[int] | None = None  # DDPM indices Te > ... > Ts; default [550, 400] for K = 2 (rescaled to T)
     fit_steps: int = bounded(100, low=0)  # optimization steps on the bound
     bound: BoundConfig = field(default_factory=BoundConfig)
@@ -132,13 +136,14 @@ class HierarchicalPosterior(nn.Module):
     is component m of query q; ``logits`` (Q, M) give the mixture weights pi = softmax(logits).
     """
 
-    def __init__(self, times: list[int], num_queries: int, latent_shape: tuple[int, ...], components: int = 1):
+    def __init__(self, times: list[int], num_queries: int, latent_shape: tuple[int, ...], components: int = 1,
+                 gamma_per_element: bool = False, eta: float = 1.0):
         super().__init__()
-        self.times, self.components = list(times), components
+        self.times, self.components, self.eta = list(times), components, eta
         k, rows = len(times), num_queries * components
         self.mu = nn.Parameter(torch.zeros(k, rows, *latent_shape))
         self.log_std = nn.Parameter(torch.zeros(k, rows, *latent_shape))
-        self.gamma = nn.Parameter(torch.zeros(k - 1, rows))
+        self.gamma = nn.Parameter(torch.zeros(k - 1, rows, *(latent_shape if gamma_per_element else ())))
         self.logits = nn.Parameter(torch.zeros(num_queries, components))
 
     @property
@@ -173,7 +178,7 @@ class HierarchicalPosterior(nn.Module):
         z_top, kl, path = z, z.new_zeros(z.shape[0]), []
         for k in range(1, self.k):
             t, s = self.times[k - 1], self.times[k]
-            p_mean, p_std = transition(prior.schedule, z, prior.predict_x0(z, t), s, t, eta=1.0)
+            p_mean, p_std = transition(prior.schedule, z, prior.predict_x0(z, t), s, t, eta=self.eta)
             g = per_sample(torch.sigmoid(self.gamma[k - 1, rows]), z)
             q_mean = g * p_mean + (1 - g) * mu[k]  # Eq. 12
             if with_kl:
@@ -195,7 +200,8 @@ class HierarchicalPosterior(nn.Module):
         mu, std = self.mu[:, rows], self.log_std[:, rows].exp()  # (K, B, M, ...)
         logq = log_normal(z_top, mu[0], std[0])
         for k, (p_mean, _, z_s) in enumerate(path, start=1):
-            g = torch.sigmoid(self.gamma[k - 1, rows]).view(*rows.shape, *([1] * (z_s.ndim - 1)))
+            g = torch.sigmoid(self.gamma[k - 1, rows])
+            g = g.view(*g.shape, *([1] * (mu.ndim - 1 - g.ndim)))  # (B, M) or per element (B, M, ...)
             logq = logq + log_normal(z_s, g * p_mean[:, None] + (1 - g) * mu[k], std[k])
         return logq
 
@@ -344,7 +350,8 @@ def init_posterior(prior, operator, y: Tensor, noise, cfg: VIPaintConfig) -> Hie
     """Phase 1: a posterior for the B queries of ``y`` (``cfg.components`` rows each), started as
     ``cfg.init.start`` says."""
     M, times = cfg.components, cfg.hierarchy(prior.num_train_timesteps)
-    post = HierarchicalPosterior(times, y.shape[0], code_shape(prior, operator, y), M).to(y.device)
+    post = HierarchicalPosterior(times, y.shape[0], code_shape(prior, operator, y), M, cfg.gamma_per_element,
+                                 cfg.hierarchy_eta).to(y.device)
     init = noise.stream("init", per_query=M)
     if cfg.init.start == "observation":
         anchors = init.repeat(prior.encode(operator.pinv(y)).float())
