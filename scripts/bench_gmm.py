@@ -69,6 +69,7 @@ ROWS = [
     ("VIPaint-2", "vipaint", {"k": 2}),
     ("VIPaint-4", "vipaint", {"k": 4}),
     ("VIPaint-2 + DPS 0.5", "vipaint", {"k": 2, "sampling": {"dps_step_size": 0.5}}),
+    ("VIPaint-2 Tweedie", "vipaint", {"k": 2, "bound": {"reconstruction": "tweedie"}, "sampling": {"guidance": "tweedie"}}),
     ("VIPaint-2 mixture", "vipaint", {"k": 2, "components": 8, "init": {"start": "guided"}, "optim": {"lr_weights": 0.5},
                                       "bound": {"reconstruction": "tweedie"}, "sampling": {"guidance": "tweedie"}}),
     ("DPS", "dps", {}),

@@ -63,7 +63,7 @@ def test_checkpoint_holds_no_prior_and_resume_reproduces(workspace):
     t.fit(first, datamodule=_data(workspace))
     ckpt = next(ckdir.rglob("*.ckpt"))
     state = torch.load(ckpt, weights_only=False)["state_dict"]
-    assert set(state) == {"posterior.mu", "posterior.log_std", "posterior.gamma"}
+    assert set(state) == {"posterior.mu", "posterior.log_std", "posterior.gamma", "posterior.logits"}
     resumed = _module(workspace, steps=4)
     _trainer(workspace, enable_checkpointing=False).fit(resumed, datamodule=_data(workspace), ckpt_path=str(ckpt))
     torch.testing.assert_close(resumed.posterior.mu, full.posterior.mu, rtol=1e-5, atol=1e-6)
