@@ -7,7 +7,6 @@ from typing_extensions import override
 
 from ..methods import get_method, method_config, run_method
 from ..priors import DiffusionPrior
-from ..settings import Settings
 from .module import InpaintingModule, OutputConfig, PriorSpec
 
 
@@ -29,7 +28,7 @@ class SamplerModule(InpaintingModule):
 
     def __init__(self, prior: PriorSpec | DiffusionPrior, method: str = "dps", config: dict | None = None,
                  seed: int = 0, output: OutputConfig | None = None):
-        cfg = method_config(method, config if isinstance(config, (dict, Settings)) or config is None else dict(config))
+        cfg = method_config(method, config)
         super().__init__(prior, seed, output)  # the config is checked first: no prior loaded for a typo
         self.method_name, self.config = method, cfg
 
