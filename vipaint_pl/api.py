@@ -30,7 +30,8 @@ class TensorQueries(QueryDataModule):
             masks = masks[:, None]
         if masks.shape[0] != images.shape[0] or len(names) != images.shape[0]:
             raise ShapeError(f"{images.shape[0]} images, {masks.shape[0]} masks and {len(names)} names must agree")
-        self.queries = [make_query(n, im, m, im.shape[0]) for n, im, m in zip(names, images, masks)]
+        inpainting = task == "inpainting"
+        self.queries = [make_query(n, im, m, im.shape[0], inpainting=inpainting) for n, im, m in zip(names, images, masks)]
 
 
 def inpaint(images: Tensor, masks: Tensor, prior, method: str = "vipaint", config: Settings | dict | None = None,

@@ -25,6 +25,10 @@ class ConfigError(VipaintError):
     """A configuration value is out of its allowed range."""
 
 
+class CheckpointError(VipaintError):
+    """A checkpoint or result file cannot be used (missing, written for other queries, or unsafe to load)."""
+
+
 class ScheduleError(VipaintError):
     """A noise schedule or a diffusion time is invalid (times out of range, a transition that goes up)."""
 

@@ -17,28 +17,54 @@ def _hw(size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
+def crop_resize(im: Image.Image, size, resample=Image.LANCZOS) -> Image.Image:
+    """Centre-crop a PIL image to the aspect ratio of ``size`` (an int or (H, W)), then resize it.
+    Images use Lanczos; masks use nearest neighbour, so they stay binary and match their image."""
+    h, w = _hw(size)
+    if h < 1 or w < 1:
+        raise ShapeError(f"image size must be at least 1x1, got {h}x{w}")
+    W, H = im.size
+    scale = min(W / w, H / h)
+    cw, ch = round(w * scale), round(h * scale)
+    left, top = (W - cw) // 2, (H - ch) // 2
+    return im.crop((left, top, left + cw, top + ch)).resize((w, h), resample)
+
+
+def image_file_size(path) -> tuple[int, int]:
+    """(H, W) of an image file, read from its header."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ImageReadError(f"cannot read image file {str(path)!r}: {exc}") from exc
+
+
 def load_image(path, size=None, channels: int = 3) -> torch.Tensor:
     """Read an image file as a (C, H, W) float tensor in [-1, 1].
 
     size: an int or (H, W); the image is centre-cropped to that aspect ratio, then resized (Lanczos).
-    channels: 3 for RGB, 1 for greyscale.
+    channels: 3 for RGB, 1 for greyscale. Alpha is dropped; 16-bit files are scaled to [-1, 1] too.
     """
     if channels not in (1, 3):
         raise ShapeError(f"channels must be 1 or 3, got {channels}")
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
+            im = _to_8bit(im).convert("RGB" if channels == 3 else "L")
             if size is not None:
-                h, w = _hw(size)
-                W, H = im.size
-                scale = min(W / w, H / h)
-                cw, ch = round(w * scale), round(h * scale)
-                left, top = (W - cw) // 2, (H - ch) // 2
-                im = im.crop((left, top, left + cw, top + ch)).resize((w, h), Image.LANCZOS)
+                im = crop_resize(im, size)
             arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ImageReadError(f"cannot read image file {str(path)!r}: {exc}") from exc
     return torch.from_numpy(arr.reshape(arr.shape[0], arr.shape[1], -1)).permute(2, 0, 1).contiguous()
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16- and 32-bit greyscale files (PIL modes I;16, I) scaled to 8 bits; PIL's own convert would clip them."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return im
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -110,19 +110,20 @@ def make_mask(kind: str, h: int, w: int, seed=None) -> torch.Tensor:
 def read_mask(path, size=None, missing: str = "white", threshold: float | None = None) -> torch.Tensor:
     """Read a mask image as a (1, H, W) tensor with 1 = observed.
 
+    size: an int or (H, W): centre-crop and resize by nearest neighbour, as ``load_image`` does to its
+    image (the file must have the image file's size: see ``QueryDataModule``).
     missing: which colour marks missing pixels in the file ("white", the default, or "black").
     threshold: in [0, 1]; if given, grey values are binarized at it. Without it a mask with grey
     values (other than 0 and 255) is rejected, since a JPEG-compressed or anti-aliased mask would
     otherwise silently move the boundary.
     """
+    from .image_io import _to_8bit, crop_resize
+
     if missing not in ("white", "black"):
         raise ConfigError(f"missing must be 'white' or 'black', got {missing!r}")
     try:
         with Image.open(path) as im:
-            im = im.convert("L")
-            if size is not None:
-                hw = (size, size) if isinstance(size, int) else tuple(size)
-                im = im.resize((hw[1], hw[0]), Image.NEAREST)
+            im = _to_8bit(im).convert("L")  # the colour is the mask; an alpha channel is ignored
             arr = np.asarray(im, dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ImageReadError(f"cannot read mask file {str(path)!r}: {exc}") from exc
@@ -136,9 +137,11 @@ def read_mask(path, size=None, missing: str = "white", threshold: float | None =
         threshold = 0.5
     white = arr >= threshold
     observed = ~white if missing == "white" else white
+    if size is not None:
+        observed = np.asarray(crop_resize(Image.fromarray(observed), size, Image.NEAREST))
     if not observed.any():
         raise MaskError(f"mask file {str(path)!r} has no observed pixel (with missing={missing!r})")
-    return torch.from_numpy(observed).float()[None]
+    return torch.from_numpy(np.array(observed, dtype=np.float32))[None]
 
 
 def write_mask(mask: torch.Tensor, path, missing: str = "white") -> None:

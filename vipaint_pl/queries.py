@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .console import warn
 from .errors import MaskError, ShapeError, check_finite
 
 
@@ -49,11 +50,15 @@ class Query:
     truth: Tensor | None = None
 
 
-def make_query(name: str, image: Tensor, mask: Tensor, channels: int | None = None, truth_known: bool = True) -> Query:
-    """Validate an image and mask and build the query (the image is masked here)."""
-    image = validate_image(image, channels)
-    mask = validate_mask(mask)
+def make_query(name: str, image: Tensor, mask: Tensor, channels: int | None = None, truth_known: bool = True,
+               inpainting: bool = True) -> Query:
+    """Validate an image and mask and build the query (the image is masked here). An inpainting mask
+    that hides nothing is allowed, with a warning."""
+    image = validate_image(image, channels, name=f"image {name!r}")
+    mask = validate_mask(mask, name=f"mask of {name!r}")
     if mask.shape[-2:] != image.shape[-2:]:
         raise ShapeError(f"mask size {tuple(mask.shape[-2:])} does not match image size {tuple(image.shape[-2:])} "
                          f"for query {name!r}")
+    if inpainting and bool(mask.all()):
+        warn(f"the mask of {name!r} hides nothing: its samples will be the image itself")
     return Query(name, image * mask, mask, image if truth_known else None)

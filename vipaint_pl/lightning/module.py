@@ -57,6 +57,7 @@ class InpaintingModule(L.LightningModule):
         self.output = output or OutputConfig()
         self.strict_loading = False
         self.names: list[str] = []
+        self.failed_queries: dict[str, str] = {}  # query name -> why it stopped (kept in checkpoints)
 
     # ---- queries -------------------------------------------------------------------------------
     @override
@@ -88,6 +89,16 @@ class InpaintingModule(L.LightningModule):
     def build_parameters(self, stage: str) -> None:
         """Create per-query parameters (methods with something to fit)."""
 
+    def mark_failed(self, idx: Tensor, reason: str) -> None:
+        """Stop the local queries ``idx`` (e.g. their bound turned NaN); the others go on."""
+        from ..console import error
+
+        for i in idx.tolist():
+            name = self.names[i]
+            if name not in self.failed_queries:
+                self.failed_queries[name] = reason
+                error(f"query {name!r}: {reason}; it is stopped, the other queries go on")
+
     @property
     def num_local_queries(self) -> int:
         return len(self.names)
@@ -117,12 +128,14 @@ class InpaintingModule(L.LightningModule):
         frozen = ("prior.", "perceptual.")
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(frozen)}
         checkpoint["query_names"] = list(self.names)
+        checkpoint["failed_queries"] = dict(self.failed_queries)
 
     @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("query_names")
         if saved is not None and self.names and saved != self.names:
             raise ConfigError(f"checkpoint was fit on queries {saved[:5]}..., not on {self.names[:5]}...")
+        self.failed_queries = dict(checkpoint.get("failed_queries", {}))
 
     # ---- predict ------------------------------------------------------------------------------
     def check_gradients_available(self) -> None:
@@ -140,10 +153,18 @@ class InpaintingModule(L.LightningModule):
         return x.view(len(idx), n, *x.shape[1:])
 
     def package(self, idx: Tensor, samples: Tensor) -> list[dict]:
+        """One result dict per query; a query stopped during the fit, or whose samples are not finite,
+        carries ``failed`` (the reason) and is not written."""
         out = []
         for j, i in enumerate(idx.tolist()):
             op = self.operator(torch.tensor([i]))
-            out.append({"name": self.names[i], "samples": samples[j].cpu(),
-                        "observed": op.pinv(self.y[i : i + 1])[0].cpu(), "mask": self.masks[i].cpu(),
-                        "truth": self.truth[i].cpu()})
+            name = self.names[i]
+            result = {"name": name, "samples": samples[j].cpu(), "observed": op.pinv(self.y[i : i + 1])[0].cpu(),
+                      "mask": self.masks[i].cpu(), "truth": self.truth[i].cpu()}
+            bad = int((~torch.isfinite(result["samples"])).sum())
+            if name in self.failed_queries:
+                result["failed"] = self.failed_queries[name]
+            elif bad:
+                result["failed"] = f"{bad} sample values are NaN or infinite"
+            out.append(result)
         return out

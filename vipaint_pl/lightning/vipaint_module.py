@@ -94,20 +94,34 @@ class VIPaintModule(InpaintingModule):
     def training_step(self, batch, batch_idx):
         opt, sched = self.optimizers(), self.lr_schedulers()
         opt.zero_grad()
-        step, sums = self.global_step, {}
+        step, sums, kept = self.global_step, {}, 0
         for idx in self.chunks(self.hparams.query_batch_size):
             terms = vipaint_bound(self.prior, self.posterior, self.operator(idx), self.y[idx], idx.to(self.device),
                                   fit_noise(self.noise(idx), step, self.cfg), self.cfg.bound, self.perceptual)
-            self.manual_backward(terms["loss"].sum())
+            ok = self.finite_queries(idx, terms["loss"], step)
+            self.manual_backward(torch.where(ok, terms["loss"], torch.zeros_like(terms["loss"])).sum())
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach().sum())
+                sums[k] = sums.get(k, 0.0) + float(v.detach()[ok].sum())
+            kept += int(ok.sum())
+        for p in self.posterior.parameters():  # a stopped query's NaN gradients must not reach its neighbours
+            if p.grad is not None:
+                p.grad.nan_to_num_(0.0, 0.0, 0.0)
         opt.step()
         sched.step()
-        n = self.num_local_queries
+        n = max(kept, 1)
         self.log_dict({f"vlb/{k}": v / n for k, v in sums.items()}, prog_bar=False, on_step=True)
         self.log("loss", sums["loss"] / n, prog_bar=True, on_step=True)
         for name, group in zip(("mean", "log_std", "gamma"), opt.param_groups):
             self.log(f"lr/{name}", group["lr"], on_step=True)
+
+    def finite_queries(self, idx: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
+        """Which queries of ``idx`` are still fitting: a query whose bound turns NaN or infinite is stopped
+        (named on stderr, not sampled, not written) and the others go on."""
+        stopped = torch.tensor([self.names[i] in self.failed_queries for i in idx.tolist()], device=loss.device)
+        bad = ~torch.isfinite(loss.detach()) & ~stopped
+        if bad.any():
+            self.mark_failed(idx[bad.cpu()], f"the bound is not finite at fit step {step}")
+        return ~(bad | stopped)
 
     @torch.no_grad()
     def posterior_preview(self, step: int, queries: int = 4, per_query: int = 2) -> torch.Tensor:

@@ -84,10 +84,10 @@ class InitConfig(Settings):
 class OptimConfig(Settings):
     """Adam on the three parameter groups, StepLR on all (the official settings)."""
 
-    lr_mean: float = bounded(0.1, low=0.0)
-    lr_log_std: float = bounded(0.001, low=0.0)
-    lr_gamma: float = bounded(0.01, low=0.0)
-    lr_weights: float = bounded(0.05, low=0.0)  # mixture weights' logits (components > 1)
+    lr_mean: float = bounded(0.1, low=0.0, low_open=True)
+    lr_log_std: float = bounded(0.001, low=0.0, low_open=True)
+    lr_gamma: float = bounded(0.01, low=0.0)  # 0 keeps gamma at its start
+    lr_weights: float = bounded(0.05, low=0.0)  # mixture weights' logits (components > 1); 0 keeps them equal
     betas: tuple[float, float] = (0.9, 0.99)
     # "step": StepLR(lr_step_size, lr_decay) (the official code); "cosine": cosine annealing to 0 over the fit,
     # so that the last steps average out the Monte Carlo noise of the gradients instead of jittering
@@ -119,7 +119,7 @@ class VIPaintConfig(Settings):
     hierarchy_eta: float = bounded(1.0, low=0.0, high=1.0, low_open=True)
     gamma_per_element: bool = False  # one gate per level and query (False) or per latent element (official)
     times: list[int] | None = None  # DDPM indices Te > ... > Ts; default [550, 400] for K = 2 (rescaled to T)
-    fit_steps: int = bounded(100, low=0)  # optimization steps on the bound
+    fit_steps: int = bounded(100, low=1)  # optimization steps on the bound
     bound: BoundConfig = field(default_factory=BoundConfig)
     init: InitConfig = field(default_factory=InitConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -35,6 +35,14 @@ class DiffusionPrior(nn.Module):
     def train(self, mode: bool = True):  # a prior stays in eval mode, whatever its parent does
         return super().train(False)
 
+    def _apply(self, fn, recurse=True):
+        """``.to(device)`` moves the schedule; ``.to(dtype)`` (e.g. a "bf16-true" Trainer) does not cast it:
+        in bfloat16, sigma(t) rounds to 0 or 1 near the ends and the transitions divide by zero."""
+        schedule = self.alphas_cumprod
+        out = super()._apply(fn, recurse)
+        self.alphas_cumprod = schedule.to(device=self.alphas_cumprod.device, dtype=torch.float64)
+        return out
+
     def _eps(self, z_t: Tensor, t: Tensor) -> Tensor:
         raise NotImplementedError
 

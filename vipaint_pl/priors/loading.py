@@ -73,8 +73,20 @@ def component_class(layout: dict | None, subfolder: str | None) -> str | None:
     return entry[1] if isinstance(entry, (list, tuple)) and len(entry) == 2 else None
 
 
+def _accelerate_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("accelerate") is not None
+
+
 def load_component(cls, source: str, subfolder: str | None, **kwargs):
-    """``cls.from_pretrained(source, subfolder=...)`` with the error naming the id and the component."""
+    """``cls.from_pretrained(source, subfolder=...)`` with the error naming the id and the component.
+
+    Low-memory loading is asked for only where ``accelerate`` is installed (diffusers warns otherwise)."""
+    import torch
+
+    if issubclass(cls, torch.nn.Module):
+        kwargs.setdefault("low_cpu_mem_usage", _accelerate_available())
     try:
         if subfolder is None:
             return cls.from_pretrained(source, **kwargs)
