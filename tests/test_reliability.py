@@ -365,3 +365,39 @@ def test_the_schedule_stays_float64_when_the_prior_is_cast_to_bfloat16(ws):
     assert prior.alphas_cumprod.dtype == torch.float64
     sigma = prior.schedule.sigma(torch.tensor([0, 999]))
     assert 0 < float(sigma[0]) < 0.02 and 0.99 < float(sigma[1]) < 1  # in bfloat16 these round to 0 and 1
+
+
+def test_a_two_rank_fit_killed_with_sigkill_resumes_each_rank_to_the_same_posterior(ws):
+    """Under ``per_query_ddp`` every rank keeps and resumes its own part of the checkpoint; the posterior of
+    every query equals that of an uninterrupted one-process fit (results do not depend on the rank count)."""
+    steps, every = 40, 5
+    cfg = _vipaint(ws, ws / "ddp_one", steps=steps)
+    cfg["trainer"].update(checkpoint_every_n_steps=every, accelerator="cpu")
+    path = _write(cfg, ws / "ddp_kill.yaml")
+    assert main(["fit", "--config", path, "--trainer.devices", "1"]) == 0
+    one = _posterior(ws / "ddp_one_logs" / "checkpoints" / "last.ckpt")
+
+    root = ws / "ddp_two"
+    command = [sys.executable, "-m", "vipaint_pl.cli", "fit", "--config", path, "--trainer.devices", "2",
+               "--trainer.strategy", "per_query_ddp", "--trainer.default_root_dir", str(root)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)  # its own process group: both ranks are killed together
+    rank1 = root / "checkpoints" / "last.ckpt.rank1"
+    deadline = time.time() + 300
+    while not ((root / "checkpoints" / "last.ckpt").is_file() and rank1.is_file()) and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    saved = torch.load(root / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 0 < saved < steps
+
+    resumed = subprocess.run([*command, "--ckpt_path", "last"], capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for file, queries in (("last.ckpt", [0, 2]), ("last.ckpt.rank1", [1])):  # rank 0: im0, im2; rank 1: im1
+        state = torch.load(root / "checkpoints" / file, weights_only=True)
+        assert state["global_step"] == steps
+        for key in ("posterior.mu", "posterior.log_std", "posterior.gamma"):
+            torch.testing.assert_close(state["state_dict"][key], one[key][:, queries], rtol=1e-5, atol=1e-6,
+                                       msg=f"{file} {key}")
