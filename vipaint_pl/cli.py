@@ -4,6 +4,8 @@ Configs compose by axis with repeated ``--config``: a method, a prior and the da
 ``vipaint inpaint --config configs/method/dps.yaml --config configs/prior/digits-latent.yaml
 --config configs/data/quickstart.yaml``.
 
+``vipaint serve [--host 127.0.0.1] [--port 7860]`` starts the web page (``vipaint_pl.serve``).
+
 Exit status: 0 when every query is done, 1 when some query failed (named on stderr; the others are
 written), 2 for a user error (bad file, shape, mask, value, config, unknown model), printed as one
 ``error: ...`` line. ``--debug`` (anywhere on the line) shows the traceback instead.
@@ -59,7 +61,7 @@ def one_line(message: str) -> str:
     return f"{where}: {reason}" if where else reason
 
 
-def _user_error(exc: BaseException) -> str | None:
+def user_error_message(exc: BaseException) -> str | None:
     """The one-line message of a user error (ours, the parser's, or one of ours wrapped by Lightning or
     jsonargparse), or None for a bug."""
     seen = set()
@@ -73,25 +75,40 @@ def _user_error(exc: BaseException) -> str | None:
     return None
 
 
-def main(args=None) -> int:
-    """Run the command; returns the exit status (see the module docstring)."""
+def _cli(args, **kwargs) -> VipaintCLI:
     from .lightning import InpaintingModule, QueryDataModule
     from .lightning.strategy import register
+
+    register()
+    quiet_third_party()
+    return VipaintCLI(InpaintingModule, QueryDataModule, trainer_class=VipaintTrainer, subclass_mode_model=True,
+                      trainer_defaults=TRAINER_DEFAULTS, auto_configure_optimizers=False, args=args, **kwargs)
+
+
+def build(config: dict):
+    """(model, datamodule, trainer) from a config dict, parsed and checked exactly as ``vipaint inpaint
+    --config <that dict as YAML>`` does; run them with ``trainer.inpaint(model, datamodule=datamodule)``."""
+    cli = _cli(config, run=False, save_config_callback=None, parser_kwargs={"exit_on_error": False})
+    return cli.model, cli.datamodule, cli.trainer
+
+
+def main(args=None) -> int:
+    """Run the command; returns the exit status (see the module docstring)."""
     from .lightning.writer import PredictionWriter
 
     argv = list(sys.argv[1:] if args is None else args)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    register()
-    quiet_third_party()
+    if argv[:1] == ["serve"]:
+        from .serve import serve_main
+
+        return serve_main(argv[1:])
     no_exit = {"exit_on_error": False}
     try:
-        cli = VipaintCLI(InpaintingModule, QueryDataModule, trainer_class=VipaintTrainer, subclass_mode_model=True,
-                         trainer_defaults=TRAINER_DEFAULTS, save_config_kwargs={"overwrite": True},
-                         auto_configure_optimizers=False, args=argv,
-                         parser_kwargs={**no_exit, **{c: dict(no_exit) for c in SUBCOMMANDS}})
+        cli = _cli(argv, save_config_kwargs={"overwrite": True},
+                   parser_kwargs={**no_exit, **{c: dict(no_exit) for c in SUBCOMMANDS}})
     except Exception as exc:  # noqa: BLE001  user errors become one line; anything else is a bug: re-raise
-        message = _user_error(exc)
+        message = user_error_message(exc)
         if message is None or debug:
             raise
         error(message)

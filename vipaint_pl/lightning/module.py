@@ -58,6 +58,7 @@ class InpaintingModule(L.LightningModule):
         self.strict_loading = False
         self.names: list[str] = []
         self.failed_queries: dict[str, str] = {}  # query name -> why it stopped (kept in checkpoints)
+        self.step_callback = None  # callback(step, info) for every sampling step (e.g. the web page's progress)
 
     # ---- queries -------------------------------------------------------------------------------
     @override

@@ -38,5 +38,5 @@ class SamplerModule(InpaintingModule):
         if get_method(self.method_name).needs_grad:
             self.check_gradients_available()
         z0 = run_method(self.method_name, self.prior, self.operator(idx), self.y[idx.cpu()], self.output.num_samples,
-                        self.seed, [self.names[i] for i in idx.tolist()], self.config)
+                        self.seed, [self.names[i] for i in idx.tolist()], self.config, self.step_callback)
         return self.package(idx, self.finish_samples(z0, idx))

@@ -140,5 +140,5 @@ class VIPaintModule(InpaintingModule):
         self.check_gradients_available()
         noise = self.noise(idx, self.output.num_samples).stream("sample")
         z0 = sample_posterior(self.prior, self.posterior, self.operator(idx), self.y[idx], idx.to(self.device), noise,
-                              self.cfg.sampling, self.cfg.bound)
+                              self.cfg.sampling, self.cfg.bound, self.step_callback)
         return self.package(idx, self.finish_samples(z0, idx))
