@@ -173,13 +173,23 @@ class PageRun:
         result = torch.load(out / "result.pt", weights_only=True)
         std_map = out / "std_map.png"
         Image.fromarray(std_heat_map(result["samples"])).save(std_map)
+        mean_view = _enlarged(out / "mean.png", self._path("views") / "mean.png")  # for the page only
+        std_view = _enlarged(std_map, self._path("views") / "std_map.png")
         download = self.dir / "vipaint_result.zip"
         with zipfile.ZipFile(download, "w") as zf:
             for path in sorted(self.dir.rglob("*")):
-                if path.is_file() and path != download and "logs" not in path.relative_to(self.dir).parts:
+                if path.is_file() and path != download and not {"logs", "views"} & set(path.relative_to(self.dir).parts):
                     zf.write(path, path.relative_to(self.dir))
         samples = sorted(out.glob("sample_*.png"))
-        return RunOutput(samples, out / "mean.png", std_map, download, self.config_path)
+        return RunOutput(samples, mean_view, std_view, download, self.config_path)
+
+
+def _enlarged(path: Path, target: Path, min_side: int = 192) -> Path:
+    """A copy of a small image scaled up by an integer factor (nearest neighbour), for display."""
+    image = Image.open(path)
+    factor = max(1, -(-min_side // min(image.size)))
+    image.resize((image.size[0] * factor, image.size[1] * factor), Image.NEAREST).save(target)
+    return target
 
 
 def _request(method, source, kind, size, channels, samples, steps, seed) -> PageRequest:
