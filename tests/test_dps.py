@@ -34,6 +34,26 @@ def test_each_variant_has_its_authors_defaults():
     assert (DPSConfig().steps, DPSConfig().eta, DPSConfig().step_size) == (1000, 1.0, 0.5)
     assert (PSLDConfig().variant, PSLDConfig().eta, PSLDConfig().step_size, PSLDConfig().gamma) == ("psld", 0.0, 1.0, 0.1)
     assert GMLDPSConfig().variant == "gml-dps"
+    assert (DPSConfig(variant="psld").eta, DPSConfig(variant="psld").step_size) == (0.0, 1.0)  # no config file needed
+    assert (DPSConfig(variant="psld", eta=1.0).eta, DPSConfig(variant="psld", eta=1.0).step_size) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("task", ["super_resolution", "inpainting"])
+def test_the_psld_glued_image_is_consistent_with_y(task):
+    """A(x0 + A^+ (y - A x0)) = y: the observed part of the glued image is y (with A^T in place of A^+ it is
+    not, for super-resolution: A A^T = I / f^2)."""
+    from vipaint_pl.methods.fidelity import glue
+    from vipaint_pl.operators import operator_for_task
+
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(2, 1, 8, 8, generator=g) > 0.5).float()
+    op = operator_for_task(task, mask, **({"factor": 2} if task == "super_resolution" else {}))
+    x0, truth = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    y = op(truth)
+    torch.testing.assert_close(op(glue(op, x0, y)), y)
+    if task == "super_resolution":
+        transposed = op.transpose(y) + x0 - op.transpose(op(x0))
+        assert (op(transposed) - y).abs().max() > 0.1
 
 
 def test_a_typo_in_the_variant_or_an_impossible_value_names_the_key():
@@ -44,3 +64,22 @@ def test_a_typo_in_the_variant_or_an_impossible_value_names_the_key():
     with pytest.raises(ConfigError, match="unknown key.*stepz"):
         DPSConfig.from_dict({"stepz": 4})
     assert DPSConfig.from_dict({"steps": "7", "loss": "squared"}).steps == 7  # command-line strings are read
+
+
+def test_x0_is_clipped_on_priors_with_a_data_range_only():
+    from vipaint_pl.methods.common import predict_x0
+
+    class Wide:
+        x0_range = (-1.0, 1.0)
+
+        def predict_x0(self, z, t):
+            return 3 * z
+
+    z = torch.linspace(-1, 1, 9, requires_grad=True)
+    clipped = predict_x0(Wide(), z, 5, clip=True)
+    assert float(clipped.abs().max()) == 1.0 and float(predict_x0(Wide(), z, 5, clip=False).abs().max()) == 3.0
+    (grad,) = torch.autograd.grad(clipped.sum(), z)
+    assert grad.tolist() == [0.0, 0.0, 0.0, 3.0, 3.0, 3.0, 0.0, 0.0, 0.0]  # the clip shapes the gradient
+    Wide.x0_range = None  # a latent or Gaussian-mixture prior: nothing to clip
+    assert float(predict_x0(Wide(), z, 5, clip=True).abs().max()) == 3.0
+    assert DPSConfig().clip_x0

@@ -232,3 +232,16 @@ def test_a_typo_in_a_method_config_fails_before_the_prior_loads(workspace):
         SamplerModule(PriorSpec("pixel", "/no/such/prior"), "dps", {"variant": "psdl"})
     with pytest.raises(ConfigError, match="unknown method 'dsp'"):
         SamplerModule(PriorSpec("pixel", "/no/such/prior"), "dsp")
+
+
+def test_data_sigma_y_adds_seeded_noise_on_the_observed_pixels_only(workspace):
+    m = _module(workspace)
+    _trainer(workspace, enable_checkpointing=False).inpaint(m, datamodule=_data(workspace, out="sy", sigma_y=0.05))
+    noise = m.y - m.masks * m.truth
+    assert float(noise[m.masks.expand_as(noise) == 0].abs().max()) == 0.0
+    observed = noise[m.masks.expand_as(noise) == 1]
+    assert 0.045 < float(observed.std()) < 0.055
+    assert m.operator(torch.arange(2)).sigma_y == 0.05  # a likelihood with likelihood_scale: null reads it
+    again = _module(workspace)
+    _trainer(workspace, enable_checkpointing=False).inpaint(again, datamodule=_data(workspace, out="sy", sigma_y=0.05))
+    torch.testing.assert_close(again.y, m.y)

@@ -55,17 +55,21 @@ def test_renoise_has_the_forward_marginals_in_float64():
 
 @pytest.mark.parametrize("eta", [1.0, 0.0])
 def test_matches_diffusers_repaint_pipeline_with_the_same_noise(tmp_path, eta):
+    """The same samples as diffusers' RePaint without x0 clipping. With it, the two differ on purpose: our step
+    is the authors' (guided-diffusion's posterior mean from the clipped x0 and z_t), diffusers' scheduler
+    keeps the network's own noise estimate in the DDIM direction term."""
+    clip = False
     from diffusers import DDPMScheduler, RePaintPipeline, RePaintScheduler, UNet2DModel
 
     folder = save_tiny_pixel_prior(tmp_path / "px", num_train_timesteps=40)
-    scheduler = RePaintScheduler.from_config(DDPMScheduler.from_pretrained(folder).config, clip_sample=False)
+    scheduler = RePaintScheduler.from_config(DDPMScheduler.from_pretrained(folder).config, clip_sample=clip)
     pipe = RePaintPipeline(unet=UNet2DModel.from_pretrained(folder), scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     mask = (torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(2)) > 0.5).float()
     ref = pipe(image=x, mask_image=mask, num_inference_steps=40, eta=eta, jump_length=4, jump_n_sample=3,
                generator=torch.Generator().manual_seed(7), output_type="np").images
-    cfg = RePaintConfig(steps=40, jump_length=4, jump_n_sample=3, eta=eta)
+    cfg = RePaintConfig(steps=40, jump_length=4, jump_n_sample=3, eta=eta, clip_x0=clip)
     with torch.no_grad():
         z = repaint_sample(load_prior("pixel", str(folder)), Inpainting(mask), mask * x,
                            QueryNoise.from_generators([torch.Generator().manual_seed(7)]), cfg)

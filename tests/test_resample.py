@@ -44,3 +44,18 @@ def test_a_sample_does_not_depend_on_the_other_queries_in_its_batch(problem):
     alone = resample_sample(prior, op, y, QueryNoise(0, ["a"], "rs", 3), cfg)
     both = resample_sample(prior, op, torch.cat([y, -y]), QueryNoise(0, ["a", "b"], "rs", 3), cfg)
     torch.testing.assert_close(both[:3], alone)
+
+
+def test_the_two_resampling_variances_differ_by_one_over_the_snr():
+    from vipaint_pl.methods.resample import ReSampleConfig, resampling_variance
+    from vipaint_pl.schedule import NoiseSchedule
+
+    sched = NoiseSchedule.linear(1000)
+    abar = lambda t: float(sched.alpha(t)) ** 2  # noqa: E731
+    t, s = 600, 590
+    code = resampling_variance(abar(t), abar(s), 40.0)
+    ddpm_posterior = float(sched.sigma(s) ** 2 / sched.sigma(t) ** 2 * (1 - abar(t) / abar(s)))
+    assert abs(code - 40.0 * ddpm_posterior) < 1e-9 * code  # the authors' code: gamma x the DDPM posterior variance
+    paper = resampling_variance(abar(t), abar(s), 40.0, "paper")
+    assert abs(paper / code - (1 - abar(t)) / abar(t)) < 1e-9
+    assert ReSampleConfig().variance == "code"

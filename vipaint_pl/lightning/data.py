@@ -62,17 +62,22 @@ class QueryDataModule(L.LightningDataModule):
         limit: use only the first ``limit`` images.
         overwrite: predict every query again; by default a query whose ``result.pt`` is already in
             ``output_dir`` is skipped (it is the last file written, so its presence means complete).
+        sigma_y: measurement noise added to y = A x + sigma_y n (n seeded by the seed and the image name);
+            0 (the default) observes the image exactly. The DPS papers tuned their step sizes with 0.05
+            (in [-1, 1] units); VIPaint's likelihood reads it when ``bound.likelihood_scale`` is null.
     """
 
     def __init__(self, images: str, masks: str | None = None, mask_kind: str = "random", image_size: int | None = None,
                  channels: int = 3, mask_missing: str = "white", mask_threshold: float | None = None,
                  task: str = "inpainting", task_kwargs: dict | None = None, seed: int = 0,
                  output_dir: str = "outputs/results", limit: int | None = None, query_batch_size: int = 4,
-                 overwrite: bool = False):
+                 overwrite: bool = False, sigma_y: float = 0.0):
         super().__init__()
         for key, value in (("image_size", image_size), ("limit", limit), ("query_batch_size", query_batch_size)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"data.{key} must be a positive integer, got {value!r}")
+        if isinstance(sigma_y, bool) or not isinstance(sigma_y, (int, float)) or sigma_y < 0:
+            raise ConfigError(f"data.sigma_y must be a number >= 0, got {sigma_y!r}")
         if channels not in (1, 3):
             raise ConfigError(f"data.channels must be 1 or 3, got {channels!r}")
         if mask_threshold is not None and not 0 < mask_threshold < 1:
@@ -86,7 +91,7 @@ class QueryDataModule(L.LightningDataModule):
         self.mask_missing, self.mask_threshold = mask_missing, mask_threshold
         self.task, self.task_kwargs = task, dict(task_kwargs or {})
         self.seed, self.output_dir, self.limit = seed, output_dir, limit
-        self.query_batch_size, self.overwrite = query_batch_size, overwrite
+        self.query_batch_size, self.overwrite, self.sigma_y = query_batch_size, overwrite, float(sigma_y)
         self.queries: list[Query] | None = None
         self.skipped: list[str] = []
 

@@ -17,6 +17,7 @@ from typing_extensions import override
 from ..errors import ConfigError
 from ..operators import operator_for_task
 from ..priors import DiffusionPrior, load_prior
+from .. import rng
 from ..rng import QueryNoise
 from ..settings import Settings, bounded
 from .strategy import PerQueryDDPStrategy
@@ -83,7 +84,8 @@ class InpaintingModule(L.LightningModule):
         dev = self.device
         self.register_buffer("masks", torch.stack([q.mask for q in queries]).to(dev), persistent=False)
         truth = torch.stack([q.truth if q.truth is not None else q.observed for q in queries]).to(dev)
-        self.register_buffer("y", self.operator(torch.arange(len(queries))).forward(truth), persistent=False)
+        self.sigma_y = float(getattr(dm, "sigma_y", 0.0))
+        self.register_buffer("y", self.measure(truth, getattr(dm, "seed", 0)), persistent=False)
         self.register_buffer("truth", truth, persistent=False)
         self.build_parameters(stage)
 
@@ -105,8 +107,21 @@ class InpaintingModule(L.LightningModule):
         return len(self.names)
 
     def operator(self, idx: Tensor):
-        """The measurement operator of the local queries ``idx``."""
-        return operator_for_task(self.task, self.masks[idx.cpu()], **self.task_kwargs)
+        """The measurement operator of the local queries ``idx`` (with the data's ``sigma_y``)."""
+        op = operator_for_task(self.task, self.masks[idx.cpu()], **self.task_kwargs)
+        op.sigma_y = getattr(self, "sigma_y", 0.0)
+        return op
+
+    def measure(self, truth: Tensor, data_seed: int) -> Tensor:
+        """y = A x + sigma_y n for the local queries, n drawn from (data seed, query name, "measurement")."""
+        y = self.operator(torch.arange(len(self.names))).forward(truth)
+        if self.sigma_y > 0:
+            n = torch.stack([torch.randn(y.shape[1:], generator=torch.Generator().manual_seed(
+                rng.query_seed(data_seed, name, "measurement")), dtype=y.dtype) for name in self.names]).to(y.device)
+            if self.task == "inpainting":  # y lives on the observed pixels only
+                n = n * self.masks
+            y = y + self.sigma_y * n
+        return y
 
     def noise(self, idx: Tensor, per_query: int = 1) -> QueryNoise:
         """The random streams of the local queries ``idx``: (seed, query name, method) and nothing else."""

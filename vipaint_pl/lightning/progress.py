@@ -30,8 +30,7 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._train_progress_bar is not None and not self.train_progress_bar.disable:
             self.train_progress_bar.n = trainer.global_step
-            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
-            self.train_progress_bar.refresh()
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
 
     @override
     def on_predict_start(self, trainer, pl_module) -> None:

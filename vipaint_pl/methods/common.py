@@ -26,6 +26,16 @@ def start_noise(prior, operator, y: Tensor, noise) -> Tensor:
     return noise.randn(code_shape(prior, operator, y), y)
 
 
+def predict_x0(prior, z: Tensor, t, clip: bool) -> Tensor:
+    """E[z_0 | z_t], clipped to the prior's data range when ``clip`` and the prior has one (pixel priors:
+    [-1, 1]), as the official DPS (``clip_denoised``), diffusers' RePaint (``clip_sample``) and CoPaint do;
+    the gradient of a loss on x0 then flows through the clip too. Latent and Gaussian-mixture priors have no
+    range: nothing is clipped."""
+    x0 = prior.predict_x0(z, t)
+    bounds = getattr(prior, "x0_range", None)
+    return x0.clamp(*bounds) if clip and bounds is not None else x0
+
+
 def report(callback, step: int, **info) -> None:
     """Hand one step's state to the monitoring callback, if any."""
     if callback is not None:

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..schedule import per_sample, renoise, transition
 from ..settings import Settings, bounded
 from . import fidelity
-from .common import report, start_noise
+from .common import predict_x0, report, start_noise
 from .time_grids import ddim_path, jump_schedule, moves
 
 
@@ -42,6 +42,7 @@ class CoPaintConfig(Settings):
     time_travel: bool = False  # CoPaint-TT
     jump_length: int = bounded(10, low=1)
     jump_n_sample: int = bounded(2, low=1)
+    clip_x0: bool = True  # clip x0 to [-1, 1] on pixel priors, as the authors' code (the clip shapes the gradient)
 
 
 @dataclass
@@ -60,7 +61,7 @@ def optimize_xt(prior, operator, y: Tensor, z_t: Tensor, t: int, lr: float, reg:
     def evaluate(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         with torch.enable_grad():  # the accepted candidate's graph gives the next gradient
             z = z.detach().requires_grad_(True)
-            x0 = prior.predict_x0(z, t)
+            x0 = predict_x0(prior, z, t, cfg.clip_x0)
             loss = fidelity.squared_norm(operator, prior.decode(x0), y) + reg * (z - anchor).flatten(1).pow(2).sum(1)
             return z, loss, x0
 

@@ -20,15 +20,31 @@ from .common import start_noise
 from .guidance import guided_reverse_diffusion
 
 
+# The authors' step size and DDIM eta of each variant: DPS and GML-DPS run the DDPM chain with zeta 0.5
+# (inpainting; 0.3 for SR / deblurring), PSLD runs DDIM (eta 0) with step size 1.
+VARIANT_DEFAULTS = {"dps": {"step_size": 0.5, "eta": 1.0}, "gml-dps": {"step_size": 0.5, "eta": 1.0},
+                    "psld": {"step_size": 1.0, "eta": 0.0}}
+
+
 @dataclass
 class DPSConfig(Settings):
-    steps: int = bounded(1000, low=1)  # reverse steps from T - 1 to the data (1000 = the authors' DDPM chain)
-    step_size: float = bounded(0.5, low=0.0)  # zeta: 0.5 for inpainting, 0.3 for SR / deblurring (the authors')
-    eta: float = bounded(1.0, low=0.0, high=1.0)  # 1 = DDPM ancestral steps; 0 = DDIM
+    """DPS and its latent variants. ``step_size`` and ``eta`` left unset take the chosen variant's authors'
+    values (``VARIANT_DEFAULTS``), so ``DPSConfig(variant="psld")`` is PSLD as published."""
+
+    steps: int = bounded(1000, low=1)  # reverse steps from T - 1 to the data (1000 = the authors' chains)
+    step_size: float | None = bounded(None, low=0.0)  # zeta; None: the variant's (DPS 0.5, PSLD 1.0)
+    eta: float | None = bounded(None, low=0.0, high=1.0)  # 1 = DDPM ancestral steps; 0 = DDIM; None: the variant's
     loss: Literal["norm", "squared"] = "norm"  # the published un-squared residual norm, or its square
     variant: Literal["dps", "gml-dps", "psld"] = "dps"
     gamma: float = bounded(0.1, low=0.0)  # weight of the GML / gluing term (PSLD: 0.1; SD box inpainting: 0.01)
     omega: float = bounded(1.0, low=0.0)  # weight of the measurement term in GML-DPS / PSLD (SD box: 0.1)
+    clip_x0: bool = True  # clip x0 to [-1, 1] on pixel priors, as the official DPS (clip_denoised)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key, value in VARIANT_DEFAULTS[self.variant].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
 
 
 @dataclass
@@ -40,8 +56,6 @@ class GMLDPSConfig(DPSConfig):
 class PSLDConfig(DPSConfig):
     """PSLD as its authors run it: DDIM (eta 0), step size 1, gamma 0.1, omega 1."""
 
-    step_size: float = bounded(1.0, low=0.0)
-    eta: float = bounded(0.0, low=0.0, high=1.0)
     variant: Literal["dps", "gml-dps", "psld"] = "psld"
 
 
@@ -65,4 +79,4 @@ def dps_sample(prior, operator, y: Tensor, noise, cfg: DPSConfig, callback=None)
     z = start_noise(prior, operator, y, noise)
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     return guided_reverse_diffusion(prior, z, prior.num_train_timesteps - 1, noise, cfg.steps, cfg.step_size,
-                                    cfg.eta, guidance_loss(prior, operator, y, cfg), callback)
+                                    cfg.eta, guidance_loss(prior, operator, y, cfg), callback, cfg.clip_x0)

@@ -52,11 +52,17 @@ def perceptual(operator, x: Tensor, y: Tensor, net) -> Tensor:
     return net(operator.pinv(operator(x)), operator.pinv(y))
 
 
+def glue(operator, x0: Tensor, y: Tensor) -> Tensor:
+    """x0 with its measured part replaced by y: x0 + A^+ (y - A x0), so that A(glued) = y. PSLD's authors
+    write A^T y + (I - A^T A) x0 with operators for which A^T = A^+ (inpainting); for super-resolution A^T is
+    up-sampling divided by f^2 and only the pseudo-inverse keeps the glued image consistent with y."""
+    return x0 + operator.pinv(y - operator(x0))
+
+
 def gluing(prior, operator, z0: Tensor, x0: Tensor, y: Tensor) -> Tensor:
     """PSLD's gluing term for a code z0 and its decoding x0 = D(z0): the observed part from y, the rest
-    from x0, encoded again."""
-    glued = operator.transpose(y) + x0 - operator.transpose(operator(x0))
-    return (z0 - prior.encode(glued)).flatten(1).norm(dim=1)
+    from x0, encoded again (Rout et al., NeurIPS 2023, Eq. 9)."""
+    return (z0 - prior.encode(glue(operator, x0, y))).flatten(1).norm(dim=1)
 
 
 def fixed_point(prior, z0: Tensor, x0: Tensor) -> Tensor:

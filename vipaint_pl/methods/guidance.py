@@ -6,25 +6,26 @@ import torch
 from torch import Tensor
 
 from ..schedule import transition
-from .common import report
+from .common import predict_x0, report
 from .time_grids import descending_times
 
 
 def guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, steps: int, step_size: float, eta: float,
-                             guidance_loss, callback=None) -> Tensor:
+                             guidance_loss, callback=None, clip_x0: bool = False) -> Tensor:
     """Reverse diffusion from z at ``t_start`` to the data, with DPS steps of size ``step_size``.
 
     Each step t -> s (Chung et al., ICLR 2023, Alg. 1):
       1. x0 = E[z_0 | z_t]                           (Tweedie; VIPaint Eq. 3)
       2. z_s ~ q(z_s | z_t, x0)                      (DDIM eta family; eta = 1 is the DDPM step)
       3. z_s -= step_size * grad_{z_t} L(x0)         (``guidance_loss(x0)``: one loss per sample)
-    Returns the clean code z_0; ``step_size = 0`` is unguided ancestral sampling.
+    Returns the clean code z_0; ``step_size = 0`` is unguided ancestral sampling. ``clip_x0`` clips x0 to
+    the prior's data range (``common.predict_x0``).
     """
     times = descending_times(t_start, steps)
     for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
         with torch.enable_grad():
             z = z.detach().requires_grad_(step_size > 0)
-            x0 = prior.predict_x0(z, t)  # 1.
+            x0 = predict_x0(prior, z, t, clip_x0)  # 1.
             grad = None
             if step_size > 0:
                 (grad,) = torch.autograd.grad(guidance_loss(x0).sum(), z)

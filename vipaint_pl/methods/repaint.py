@@ -21,7 +21,7 @@ from torch import Tensor
 from ..schedule import renoise, transition
 from ..settings import Settings, bounded
 from .blended import observed_projection, replace_observed
-from .common import report, start_noise
+from .common import predict_x0, report, start_noise
 from .time_grids import jump_schedule, moves, repaint_path
 
 
@@ -31,6 +31,7 @@ class RePaintConfig(Settings):
     jump_length: int = bounded(10, low=1)  # j: positions travelled back up at a time
     jump_n_sample: int = bounded(10, low=1)  # r: how many times each stretch is done (r - 1 resamplings)
     eta: float = bounded(1.0, low=0.0, high=1.0)  # 1 = DDPM steps (RePaint); 0 = DDIM
+    clip_x0: bool = True  # clip x0 to [-1, 1] on pixel priors (diffusers' RePaintScheduler clip_sample)
 
 
 def repaint_sample(prior, operator, y: Tensor, noise, cfg: RePaintConfig, callback=None) -> Tensor:
@@ -49,7 +50,7 @@ def repaint_sample(prior, operator, y: Tensor, noise, cfg: RePaintConfig, callba
             z = renoise(schedule, z, t, s, noise.like(z))
             continue
         eps = noise.like(z)  # 2.
-        mean, std = transition(schedule, z, prior.predict_x0(z, t), s, t, cfg.eta)
+        mean, std = transition(schedule, z, predict_x0(prior, z, t, cfg.clip_x0), s, t, cfg.eta)
         alpha, sigma = float(schedule.alpha(s)), float(schedule.sigma(s))
         z = replace_observed(project, mean + std * eps, x_obs, alpha, sigma, eps)
         report(callback, i, t=t, z=z)

@@ -10,7 +10,9 @@ Every ``every`` grid steps in the middle and last thirds of the chain comes hard
   3. stochastic resampling (Eq. 9-10) maps the fitted z0_y back to time s: z_s given the forward marginal
      N(alpha_s z0_y, sigma_s^2) and z'_s read as a noisy observation of z_s with variance s2, i.e. mean
      (s2 alpha_s z0_y + sigma_s^2 z'_s) / (s2 + sigma_s^2), variance s2 sigma_s^2 / (s2 + sigma_s^2), where
-     s2 = gamma times the DDPM posterior variance of t -> s.
+     s2 = ``resampling_variance``: by default the authors' code, gamma (1 - abar_s) / (1 - abar_t) (1 - abar_t / abar_s)
+     (gamma times the DDPM posterior variance of t -> s); ``variance: paper`` gives the paper's Eq. 10,
+     gamma (1 - abar_s) / abar_t (1 - abar_t / abar_s), larger by 1 / SNR(t) = (1 - abar_t) / abar_t.
 The final code gets one more latent optimization. x0 is always the Tweedie estimate (z - sigma eps) / alpha;
 the authors' code writes (z - sigma^2 eps) / alpha for the estimates it optimizes from. Optimizers are AdamW (the authors' lr, iterations and
 stopping rules); each sample stops on its own, so a sample does not depend on the rest of its batch.
@@ -20,6 +22,7 @@ On a pixel prior (or the oracle) D and E are the identity and both optimizations
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -38,7 +41,8 @@ class ReSampleConfig(Settings):
     dps_scale: float = bounded(0.5, low=0.0)  # the latent-DPS step is dps_scale * alphabar_t
     every: int = bounded(10, low=1)  # hard data consistency every `every` grid steps (middle and last thirds)
     lookahead: int = bounded(5, low=0)  # unconditional DDIM steps before taking x0 for the optimization
-    gamma: float = bounded(40.0, low=0.0, low_open=True)  # resampling variance = gamma * DDPM posterior variance
+    gamma: float = bounded(40.0, low=0.0, low_open=True)  # scale of the resampling variance
+    variance: Literal["code", "paper"] = "code"  # the authors' code (default) or the paper's Eq. 10 (x 1 / SNR(t))
     pixel_lr: float = bounded(1e-2, low=0.0, low_open=True)
     pixel_iters: int = bounded(2000, low=1)
     latent_lr: float = bounded(5e-3, low=0.0, low_open=True)
@@ -76,6 +80,12 @@ def fit_measurement(render, operator, y: Tensor, init: Tensor, lr: float, iters:
         if not active.any():
             break
     return v.detach()
+
+
+def resampling_variance(abar_t: float, abar_s: float, gamma: float, form: str = "code") -> float:
+    """The variance s2 of z'_s read as a noisy observation of z_s (module docstring, step 3)."""
+    denominator = 1.0 - abar_t if form == "code" else abar_t
+    return gamma * (1.0 - abar_s) / denominator * (1.0 - abar_t / abar_s)
 
 
 def stochastic_resample(z0_y: Tensor, z_s: Tensor, abar_s: float, s2: float, noise: Tensor) -> Tensor:
@@ -117,6 +127,6 @@ def resample_sample(prior, operator, y: Tensor, noise, cfg: ReSampleConfig, call
                 z0_y = prior.encode(x)
         else:  # 2. last third: fit in latent space through the decoder
             z0_y = fit_measurement(prior.decode, operator, y, x0, cfg.latent_lr, cfg.latent_iters, cfg, cfg.patience)
-        s2 = cfg.gamma * float(schedule.sigma(s) ** 2 / schedule.sigma(t) ** 2 * (1 - abar(t) / abar(s)))
+        s2 = resampling_variance(abar(t), abar(s), cfg.gamma, cfg.variance)
         z = stochastic_resample(z0_y, z, abar(s), s2, noise.like(z))  # 3.
     return fit_measurement(prior.decode, operator, y, z, cfg.latent_lr, cfg.latent_iters, cfg, cfg.patience)

@@ -18,6 +18,7 @@ class DiffusionPrior(nn.Module):
     """A frozen denoiser with its noise schedule. Subclasses implement ``_eps``."""
 
     is_latent: bool = False
+    x0_range: tuple[float, float] | None = None  # the data's range where it has one (pixel priors: [-1, 1])
 
     def __init__(self, schedule: NoiseSchedule):
         super().__init__()

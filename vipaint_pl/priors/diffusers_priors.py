@@ -46,6 +46,8 @@ class _UNetPrior(DiffusionPrior):
 class PixelDiffusersPrior(_UNetPrior):
     """A pixel-space ``UNet2DModel`` + DDPM schedule (e.g. ``google/ddpm-ema-church-256``)."""
 
+    x0_range = (-1.0, 1.0)
+
     @classmethod
     def from_pretrained(cls, source: str, **kw) -> "PixelDiffusersPrior":
         from diffusers import UNet2DModel
