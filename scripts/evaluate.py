@@ -81,7 +81,7 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
         ("Blended (replacement)", "blended", {}), ("PSLD", "psld", {}), ("RED-diff", "red-diff", {}),
         ("RePaint", "repaint", {}), ("CoPaint", "copaint", {}), ("CoPaint-TT", "copaint-tt", {}),
-        ("ReSample", "resample", {})]
+        ("ReSample", "resample", {}), ("DAPS", "daps", {})]
 ROWS += [(name, name, {}) for name in METHODS if name not in {r[1] for r in ROWS}]
 DEFAULT_ROWS = [r[0] for r in ROWS if r[0] != "DPS (1000 steps)"]  # the 1000-step chain: for timing, on request
 CHAIN = 250

@@ -21,6 +21,7 @@ from ..rng import QueryNoise
 from ..settings import Settings
 from .blended import BlendedConfig, blended_sample
 from .copaint import CoPaintConfig, CoPaintTTConfig, copaint_sample
+from .daps import DAPSConfig, daps_sample
 from .dps import DPSConfig, GMLDPSConfig, PSLDConfig, dps_sample
 from .red_diff import REDDiffConfig, REDDiffVConfig, red_diff_sample
 from .repaint import RePaintConfig, repaint_sample
@@ -51,6 +52,7 @@ METHODS: dict[str, Method] = {
     "copaint": Method(copaint_sample, CoPaintConfig, True, "CoPaint (Zhang et al., ICLR 2023)"),
     "copaint-tt": Method(copaint_sample, CoPaintTTConfig, True, "CoPaint with time travel"),
     "resample": Method(resample_sample, ReSampleConfig, True, "ReSample (Song et al., ICLR 2024)"),
+    "daps": Method(daps_sample, DAPSConfig, True, "DAPS (Zhang et al., CVPR 2025)"),
 }
 
 

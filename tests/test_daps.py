@@ -1,0 +1,43 @@
+"""DAPS on the Gaussian-mixture oracle, and its pieces against closed forms."""
+
+import torch
+
+from vipaint_pl.methods.daps import DAPSConfig, VEDenoiser, daps_sample, edm_sigmas
+from vipaint_pl.metrics import sliced_wasserstein
+from vipaint_pl.rng import QueryNoise
+
+
+def test_the_annealing_grid_is_edm_poly7_ending_at_zero():
+    sigmas = edm_sigmas(100.0, 0.1, 200)
+    assert len(sigmas) == 201 and abs(sigmas[0] - 100.0) < 1e-9 and sigmas[-1] == 0.0
+    assert all(a > b for a, b in zip(sigmas[:-1], sigmas[1:]))
+    assert abs(sigmas[-2] - (100 ** (1 / 7) + 199 / 200 * (0.1 ** (1 / 7) - 100 ** (1 / 7))) ** 7) < 1e-12
+
+
+def test_the_ve_denoiser_is_the_exact_posterior_mean_on_a_gaussian():
+    """x = x_0 + sigma n with x_0 ~ N(m, I) (one mixture component): E[x_0 | x] = (x + sigma^2 m) / (1 + sigma^2)."""
+    from vipaint_pl.priors.gmm import GaussianMixturePrior
+
+    mean = torch.full((1, 4), 2.0, dtype=torch.float64)
+    prior = GaussianMixturePrior(torch.ones(1, dtype=torch.float64), mean, torch.eye(4, dtype=torch.float64)[None])
+    denoise = VEDenoiser(prior)
+    x = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    sigma = float(denoise.ve_sigma[400])
+    torch.testing.assert_close(denoise(x, sigma), (x + sigma**2 * mean) / (1 + sigma**2), rtol=1e-6, atol=1e-6)
+
+
+def test_daps_is_close_to_the_exact_posterior_with_the_true_noise_level(problem):
+    prior, op, y, exact = problem
+    cfg = DAPSConfig(steps=50, mc_steps=30, tau=0.5, step=0.5)
+    xs = daps_sample(prior, op, y, QueryNoise(0, ["q"], "daps", 500), cfg)
+    prior_sw = sliced_wasserstein(prior.sample(500, torch.Generator().manual_seed(1)), exact)
+    assert sliced_wasserstein(xs, exact) < 0.1 * prior_sw
+    std_ratio = xs[:, [0, 1, 4, 5]].std(0) / exact[:, [0, 1, 4, 5]].std(0)
+    assert (0.6 < std_ratio).all() and (std_ratio < 1.5).all(), std_ratio
+
+
+def test_unset_settings_are_the_authors_for_the_prior_kind():
+    pixel, latent = DAPSConfig().resolved(False, 0.0), DAPSConfig().resolved(True, 0.05)
+    assert (pixel.mc_steps, pixel.mc_algo, pixel.tau, pixel.step * pixel.tau**2) == (100, "langevin", 0.01, 0.5e-4)
+    assert (latent.mc_steps, latent.mc_algo, latent.momentum, latent.tau) == (15, "hmc", 0.74, 0.05)
+    assert DAPSConfig(mc_steps=3).resolved(True, 0.0).mc_steps == 3
