@@ -92,6 +92,19 @@ def test_bad_input_gives_a_message_not_a_crash():
         assert run.error is not None and message in run.error, run.error
 
 
+def test_run_folders_older_than_an_hour_are_pruned(tmp_path):
+    from vipaint_pl.serve import RUN_PREFIX, prune_old_runs
+
+    old, new, other = tmp_path / f"{RUN_PREFIX}old", tmp_path / f"{RUN_PREFIX}new", tmp_path / "someone_else"
+    for folder in (old, new, other):
+        (folder / "outputs").mkdir(parents=True)
+    two_hours_ago = time.time() - 7200
+    for folder in (old, other):
+        os.utime(folder, (two_hours_ago, two_hours_ago))
+    assert prune_old_runs(tmp_path) == 1
+    assert not old.exists() and new.exists() and other.exists()
+
+
 def test_the_heat_map_goes_from_black_to_pale_yellow():
     samples = torch.zeros(3, 1, 2, 2)
     samples[:, 0, 0, 1] = torch.tensor([-1.0, 0.0, 1.0])

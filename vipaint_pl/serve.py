@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import queue
+import shutil
 import tempfile
 import threading
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,12 +126,29 @@ def std_heat_map(samples: torch.Tensor) -> np.ndarray:
     return ((1 - frac) * anchors[lo] + frac * anchors[lo + 1]).round().astype(np.uint8)
 
 
+RUN_PREFIX = "vipaint_serve_"
+KEEP_RUNS_S = 3600  # a run's folder (inputs, outputs, zip) is removed by the first request an hour later
+
+
+def prune_old_runs(root: Path | None = None, max_age_s: float = KEEP_RUNS_S) -> int:
+    """Remove the folders of page runs older than ``max_age_s`` (the page hands its files to Gradio's own
+    cache when it shows them, so an old run folder is not needed); returns how many were removed."""
+    root = Path(root or tempfile.gettempdir())
+    now, removed = time.time(), 0
+    for folder in root.glob(f"{RUN_PREFIX}*"):
+        if folder.is_dir() and now - folder.stat().st_mtime > max_age_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 class PageRun:
     """One request, run in a worker thread through the CLI's objects; its events arrive on ``events``."""
 
     def __init__(self, image: np.ndarray, missing: np.ndarray, req: PageRequest):
         self.req, self.events, self.error = req, queue.Queue(), None
-        self.dir = Path(tempfile.mkdtemp(prefix="vipaint_serve_"))
+        prune_old_runs()
+        self.dir = Path(tempfile.mkdtemp(prefix=RUN_PREFIX))
         Image.fromarray(image).save(self._path("images") / f"{QUERY}.png")
         Image.fromarray((missing * 255).astype(np.uint8)).save(self._path("masks") / f"{QUERY}.png")  # white = missing
         self.config_path = self.dir / "config.yaml"
