@@ -49,7 +49,7 @@ def load_image(path, size=None, channels: int = 3) -> torch.Tensor:
         raise ShapeError(f"channels must be 1 or 3, got {channels}")
     try:
         with Image.open(path) as im:
-            im = _to_8bit(im).convert("RGB" if channels == 3 else "L")
+            im = to_8bit(im).convert("RGB" if channels == 3 else "L")
             if size is not None:
                 im = crop_resize(im, size)
             arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
@@ -58,7 +58,7 @@ def load_image(path, size=None, channels: int = 3) -> torch.Tensor:
     return torch.from_numpy(arr.reshape(arr.shape[0], arr.shape[1], -1)).permute(2, 0, 1).contiguous()
 
 
-def _to_8bit(im: Image.Image) -> Image.Image:
+def to_8bit(im: Image.Image) -> Image.Image:
     """16- and 32-bit greyscale files (PIL modes I;16, I) scaled to 8 bits; PIL's own convert would clip them."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)

@@ -117,13 +117,13 @@ def read_mask(path, size=None, missing: str = "white", threshold: float | None =
     values (other than 0 and 255) is rejected, since a JPEG-compressed or anti-aliased mask would
     otherwise silently move the boundary.
     """
-    from .image_io import _to_8bit, crop_resize
+    from .image_io import to_8bit, crop_resize
 
     if missing not in ("white", "black"):
         raise ConfigError(f"missing must be 'white' or 'black', got {missing!r}")
     try:
         with Image.open(path) as im:
-            im = _to_8bit(im).convert("L")  # the colour is the mask; an alpha channel is ignored
+            im = to_8bit(im).convert("L")  # the colour is the mask; an alpha channel is ignored
             arr = np.asarray(im, dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ImageReadError(f"cannot read mask file {str(path)!r}: {exc}") from exc

@@ -117,8 +117,9 @@ class RunOutput:
 def std_heat_map(samples: torch.Tensor) -> np.ndarray:
     """Per-pixel standard deviation over the samples (mean over channels) as an RGB heat map (uint8):
     black (no spread) through red and orange to pale yellow (the largest spread of this query)."""
-    std = samples.float().std(0, unbiased=False).mean(0) if samples.shape[0] > 1 else samples[0, 0] * 0
-    v = (std / std.max().clamp_min(1e-8)).numpy()
+    from .lightning.writer import relative_spread
+
+    v = relative_spread(samples).numpy()
     anchors = np.array([[0, 0, 0], [120, 20, 80], [230, 80, 30], [250, 200, 60], [255, 255, 220]], dtype=np.float64)
     pos = v * (len(anchors) - 1)
     lo = np.clip(np.floor(pos).astype(int), 0, len(anchors) - 2)

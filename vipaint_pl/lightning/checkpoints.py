@@ -13,6 +13,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from ..console import note
 from ..errors import ConfigError
 from .strategy import rank_checkpoint_path
 
@@ -44,7 +45,7 @@ class StepCheckpoint(Callback):
         rank = trainer.global_rank
         written = rank_checkpoint_path(tmp, rank)
         if written.is_file():  # strategies that save on rank 0 only write nothing on the others
-            os.replace(written, rank_checkpoint_path(self.last_path, rank) if rank else self.last_path)
+            os.replace(written, rank_checkpoint_path(self.last_path, rank))
 
 
 def resolve_ckpt_path(trainer, ckpt_path, stage: str):
@@ -52,8 +53,6 @@ def resolve_ckpt_path(trainer, ckpt_path, stage: str):
     and predict refuses. Any other value is returned as is."""
     if ckpt_path != "last":
         return ckpt_path
-    from ..console import note
-
     saver = next((c for c in trainer.callbacks if isinstance(c, StepCheckpoint)), None)
     if saver is not None and saver.last_path.is_file():
         note(f"resuming from {saver.last_path}")

@@ -14,11 +14,11 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
+from ..console import error
 from ..errors import ConfigError
 from ..operators import operator_for_task
 from ..priors import DiffusionPrior, load_prior
-from .. import rng
-from ..rng import QueryNoise
+from ..rng import QueryNoise, query_seed
 from ..settings import Settings, bounded
 from .strategy import PerQueryDDPStrategy
 
@@ -59,6 +59,7 @@ class InpaintingModule(L.LightningModule):
         self.strict_loading = False
         self.names: list[str] = []
         self.failed_queries: dict[str, str] = {}  # query name -> why it stopped (kept in checkpoints)
+        self.sigma_y = 0.0  # the data's measurement noise, set in setup
         self.step_callback = None  # callback(step, info) for every sampling step (e.g. the web page's progress)
 
     # ---- queries -------------------------------------------------------------------------------
@@ -94,8 +95,6 @@ class InpaintingModule(L.LightningModule):
 
     def mark_failed(self, idx: Tensor, reason: str) -> None:
         """Stop the local queries ``idx`` (e.g. their bound turned NaN); the others go on."""
-        from ..console import error
-
         for i in idx.tolist():
             name = self.names[i]
             if name not in self.failed_queries:
@@ -109,7 +108,7 @@ class InpaintingModule(L.LightningModule):
     def operator(self, idx: Tensor):
         """The measurement operator of the local queries ``idx`` (with the data's ``sigma_y``)."""
         op = operator_for_task(self.task, self.masks[idx.cpu()], **self.task_kwargs)
-        op.sigma_y = getattr(self, "sigma_y", 0.0)
+        op.sigma_y = self.sigma_y
         return op
 
     def measure(self, truth: Tensor, data_seed: int) -> Tensor:
@@ -117,7 +116,7 @@ class InpaintingModule(L.LightningModule):
         y = self.operator(torch.arange(len(self.names))).forward(truth)
         if self.sigma_y > 0:
             n = torch.stack([torch.randn(y.shape[1:], generator=torch.Generator().manual_seed(
-                rng.query_seed(data_seed, name, "measurement")), dtype=y.dtype) for name in self.names]).to(y.device)
+                query_seed(data_seed, name, "measurement")), dtype=y.dtype) for name in self.names]).to(y.device)
             if self.task == "inpainting":  # y lives on the observed pixels only
                 n = n * self.masks
             y = y + self.sigma_y * n

@@ -43,7 +43,7 @@ class StepProgressBar(TQDMProgressBar):
         if batch_idx == 0 and self._predict_progress_bar is not None:
             dataset = getattr(trainer.predict_dataloaders, "dataset", None)
             self.predict_progress_bar.total = getattr(dataset, "num_queries", None)
-            self.predict_progress_bar.set_description("predict: queries")
+            self.predict_progress_bar.set_description(self.predict_description)
 
     @override
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:

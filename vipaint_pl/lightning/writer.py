@@ -18,10 +18,16 @@ from ..console import error, note
 from ..image_io import save_grid, save_image
 
 
+def relative_spread(samples: torch.Tensor) -> torch.Tensor:
+    """(H, W): the per-pixel standard deviation over the samples (N, C, H, W), averaged over channels,
+    divided by its largest value (0 everywhere for a single sample)."""
+    std = samples.float().std(0, unbiased=False).mean(0) if samples.shape[0] > 1 else samples[0, 0].float() * 0
+    return std / std.max().clamp_min(1e-8)
+
+
 def std_image(samples: torch.Tensor) -> torch.Tensor:
-    """Per-pixel standard deviation over samples, averaged over channels, scaled to [-1, 1]."""
-    std = samples.float().std(0, unbiased=False).mean(0, keepdim=True) if samples.shape[0] > 1 else samples[0, :1] * 0
-    return (std / std.max().clamp_min(1e-8)) * 2 - 1
+    """Per-pixel standard deviation over samples, averaged over channels, scaled to [-1, 1] (1, H, W)."""
+    return relative_spread(samples)[None] * 2 - 1
 
 
 @contextlib.contextmanager
