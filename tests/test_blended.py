@@ -36,3 +36,21 @@ def test_blended_latent_replaces_the_observed_latent_cells_by_the_encoded_observ
         z_obs = prior.encode(op.pinv(y))
     torch.testing.assert_close(z[:, :, :4], z_obs[:, :, :4].expand(3, -1, -1, -1))
     assert (z[:, :, 4:] - z_obs[:, :, 4:]).abs().mean() > 0.1 and z[:, :, 4:].std(0).mean() > 0.05
+
+
+def test_blended_latent_takes_a_per_channel_mask(tmp_path):
+    """An RGB image's (3, H, W) mask on a 4-channel latent grid: a latent cell is kept where every channel of
+    its pixels is observed (the mask's channels once broke the latent mask's shape)."""
+    from tiny_models import save_tiny_latent_prior
+
+    prior = load_prior("latent", str(save_tiny_latent_prior(tmp_path / "ldm", kind="kl")))
+    mask = torch.ones(1, 3, 16, 16)
+    mask[..., 8:, :] = 0
+    mask[:, 0, :8, :4] = 0  # red missing in the top-left corner: those cells are not kept
+    op = Inpainting(mask)
+    y = op(torch.rand(1, 3, 16, 16) * 2 - 1)
+    z = blended_sample(prior, op, y, QueryNoise(0, ["q"], "b", 2), BlendedConfig(steps=3))
+    with torch.no_grad():
+        z_obs = prior.encode(op.pinv(y))
+    torch.testing.assert_close(z[:, :, :4, 2:], z_obs[:, :, :4, 2:].expand(2, -1, -1, -1))
+    assert (z[:, :, :4, :2] - z_obs[:, :, :4, :2]).abs().mean() > 1e-3

@@ -42,6 +42,7 @@ def observed_projection(prior, operator, y: Tensor, shape):
     if not isinstance(operator, Inpainting):
         raise ConfigError("replacement on a latent prior needs an inpainting mask (Blended Latent Diffusion)")
     mask = operator.mask if operator.mask.ndim == 4 else operator.mask[None]
+    mask = mask.amin(1, keepdim=True)  # a pixel counts as observed when every channel of it is
     latent_mask = (F.interpolate(mask.float(), size=tuple(shape[-2:]), mode="area") >= 0.5).to(y.dtype)
     return (lambda v: v * latent_mask), prior.encode(x_obs)
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from ..schedule import NoiseSchedule
 from .base import DiffusionPrior, convert_prediction
 from .loading import component_class, component_subfolder, load_component, read_layout
@@ -18,6 +19,11 @@ from .loading import component_class, component_subfolder, load_component, read_
 def _freeze(module: nn.Module) -> nn.Module:
     module.requires_grad_(False)
     return module.eval()
+
+
+def _dtype(module: nn.Module) -> torch.dtype:
+    """The module's parameter dtype: one parameter read (diffusers' ``.dtype`` walks every submodule)."""
+    return next(module.parameters()).dtype
 
 
 def _load_scheduler_config(source: str, layout, **kw) -> dict:
@@ -32,12 +38,28 @@ class _UNetPrior(DiffusionPrior):
         super().__init__(NoiseSchedule.from_scheduler_config(scheduler_config))
         self.unet = _freeze(unet)
         self.prediction_type = scheduler_config.get("prediction_type", "epsilon")
+        self.gradient_checkpointing, self.decode_batch_size = False, None
+
+    def set_memory_options(self, gradient_checkpointing: bool = False, decode_batch_size: int | None = None):
+        """Trade time for memory: ``gradient_checkpointing`` recomputes the networks' blocks in the backward
+        pass instead of keeping their activations; ``decode_batch_size`` (latent priors) decodes that many
+        codes at a time, and with checkpointing keeps only one slice's graph alive during the backward pass."""
+        if decode_batch_size is not None and decode_batch_size < 1:
+            raise ConfigError(f"decode_batch_size must be >= 1, got {decode_batch_size}")
+        self.gradient_checkpointing, self.decode_batch_size = bool(gradient_checkpointing), decode_batch_size
+        for net in self._networks():
+            if getattr(net, "_supports_gradient_checkpointing", False):
+                (net.enable_gradient_checkpointing if gradient_checkpointing else net.disable_gradient_checkpointing)()
+        return self
+
+    def _networks(self) -> list[nn.Module]:
+        return [self.unet]
 
     def _unet_out(self, z_t: Tensor, t: Tensor) -> Tensor:
         return self.unet(z_t, t).sample
 
     def _eps(self, z_t: Tensor, t: Tensor) -> Tensor:
-        out = self._unet_out(z_t.to(self.unet.dtype), t)
+        out = self._unet_out(z_t.to(_dtype(self.unet)), t)
         if out.shape[1] != z_t.shape[1]:  # learned-variance models output [eps, var]
             out = out[:, : z_t.shape[1]]
         return convert_prediction(self.prediction_type, out.to(z_t.dtype), z_t, self.schedule, t)
@@ -73,14 +95,24 @@ class _AutoencodedPrior(_UNetPrior):
         self.downsample = 2 ** (len(cfg.block_out_channels) - 1)
         self.is_vq = hasattr(autoencoder, "quantize")
 
+    def _networks(self) -> list[nn.Module]:
+        return [self.unet, self.autoencoder]
+
     def encode(self, x: Tensor) -> Tensor:
-        enc = self.autoencoder.encode(x.to(self.autoencoder.dtype))
+        enc = self.autoencoder.encode(x.to(_dtype(self.autoencoder)))
         z = enc.latents if self.is_vq else enc.latent_dist.mean
         return (z * self.latent_scale).to(x.dtype)
 
+    def _decode(self, z: Tensor) -> Tensor:
+        return self.autoencoder.decode((z / self.latent_scale).to(_dtype(self.autoencoder))).sample.to(z.dtype)
+
     def decode(self, z: Tensor) -> Tensor:
-        x = self.autoencoder.decode((z / self.latent_scale).to(self.autoencoder.dtype)).sample
-        return x.to(z.dtype)
+        n = self.decode_batch_size
+        if n is None or z.shape[0] <= n:
+            return self._decode(z)
+        if self.gradient_checkpointing and torch.is_grad_enabled() and z.requires_grad:
+            return torch.cat([checkpoint(self._decode, part, use_reentrant=False) for part in z.split(n)])
+        return torch.cat([self._decode(part) for part in z.split(n)])
 
     def latent_shape(self, image_shape):
         c, h, w = image_shape
@@ -151,10 +183,10 @@ class StableDiffusionPrior(_AutoencodedPrior):
 
     def _unet_out(self, z_t: Tensor, t: Tensor) -> Tensor:
         b = z_t.shape[0]
-        cond = self.prompt_embeds.to(self.unet.dtype).expand(b, -1, -1)
+        cond = self.prompt_embeds.to(_dtype(self.unet)).expand(b, -1, -1)
         if self.guidance_scale == 1.0:
             return self.unet(z_t, t, encoder_hidden_states=cond).sample
-        uncond = self.negative_embeds.to(self.unet.dtype).expand(b, -1, -1)
+        uncond = self.negative_embeds.to(_dtype(self.unet)).expand(b, -1, -1)
         out = self.unet(torch.cat([z_t, z_t]), torch.cat([t, t]), encoder_hidden_states=torch.cat([uncond, cond])).sample
         e_u, e_c = out.chunk(2)
         return e_u + self.guidance_scale * (e_c - e_u)

@@ -1,0 +1,344 @@
+"""Speed and memory of every method against its network-evaluation floor.
+
+Every method's cost is network evaluations. For each run this script records the wall time, the evaluations
+counted per network and direction (``vipaint_pl.profiling.NetworkCounter``), the floor (every counted
+evaluation timed alone at its own batch size, summed), the overhead = wall / floor, and the peak memory (CUDA
+allocator on a GPU; the process's resident set, sampled every 2 ms, on a CPU). Parts:
+
+- ``methods``: every registered method on both embedded priors, one query of 10 samples, the method's defaults
+  with chains capped at ``--chain`` steps (VIPaint: its 100 fit steps, then its 50 sampling steps);
+- ``cost``: VIPaint-2 with the paper's settings against DPS with the authors' 1000 steps and PSLD (1000 DDIM
+  steps), side by side on the latent prior, one query of 10 samples each;
+- ``batch``: VIPaint-2 and DPS with 1, 2, 4, 8 queries of 10 samples (throughput against one query), and
+  VIPaint's fit step with 1-16 Monte Carlo samples;
+- ``real-size``: Stable Diffusion 1.5 (UNet + VAE at 512x512), a CompVis LDM (UNet on 64x64x3 VQ latents, 256x256
+  images) and a 256x256 pixel DDPM UNet, built from their published diffusers configs with random weights (no
+  downloads): one evaluation of each network timed alone, and DPS / VIPaint-2 with a few steps for the overhead;
+- ``sd-memory``: the peak memory of Stable Diffusion VIPaint-2 (one fit step with its 4 Monte Carlo samples,
+  one sampling step of 10 samples: every step frees its graph, so a run's peak is the larger of the two), with
+  and without ``gradient_checkpointing`` + ``decode_batch_size: 1``, each in a fresh process.
+
+    python scripts/bench_speed.py --parts methods cost batch --out outputs/bench_speed
+    python scripts/bench_speed.py --parts real-size sd-memory --out outputs/bench_speed_real
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from vipaint_pl.masks import make_mask
+from vipaint_pl.methods import METHODS, method_config, run_method
+from vipaint_pl.operators import Inpainting
+from vipaint_pl.priors import load_prior
+from vipaint_pl.profiling import NetworkCounter, PeakMemory
+
+EMBEDDED = {"digits-latent": ("latent", 32), "digits-pixel": ("pixel", 16)}
+SAMPLES = 10
+ROWS = [("VIPaint-2", "vipaint", {"k": 2})] + [(name, name, {}) for name in METHODS if name != "vipaint"]
+PIXEL_ONLY, LATENT_ONLY = {"copaint", "copaint-tt"}, {"resample", "psld", "gml-dps"}  # as the papers run them
+GB = 1024**3
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def query(prior, size: int, channels: int, queries: int = 1):
+    """``queries`` half-plane masks on a grey image: (operator, y)."""
+    masks = torch.stack([make_mask("half", size, size, seed=i).expand(channels, -1, -1) for i in range(queries)])
+    op = Inpainting(masks.to(device()))
+    return op, op(torch.zeros(queries, channels, size, size, device=device()))
+
+
+def capped(name: str, changes: dict, chain: int):
+    cfg = method_config(name, changes)
+    if "steps" not in changes and getattr(cfg, "steps", 0) > chain:
+        cfg = cfg.replace(steps=chain)
+    return cfg
+
+
+def timed_run(prior, name: str, cfg, op, y, samples: int) -> float:
+    dev = device()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    run_method(name, prior, op, y, samples, seed=0, names=[f"q{i}" for i in range(y.shape[0])], config=cfg)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure(prior, name: str, cfg, op, y, samples: int = SAMPLES, floor: bool = True, repeats: int = 1,
+            floor_repeats: int = 5) -> dict:
+    """Wall seconds (the fastest of ``repeats`` runs, as the floor takes the fastest of its evaluations),
+    evaluations, floor seconds, overhead, peak memory."""
+    with NetworkCounter(prior) as counter, PeakMemory(device()) as memory:
+        wall = timed_run(prior, name, cfg, op, y, samples)
+    for _ in range(repeats - 1):
+        wall = min(wall, timed_run(prior, name, cfg, op, y, samples))
+    out = {"seconds": wall, "evaluations": counter.evaluations(), "rows": counter.samples_evaluated(),
+           "peak_memory_gb": memory.peak_bytes / GB, "memory_increase_gb": memory.increase_bytes / GB}
+    if floor:
+        out["floor_seconds"] = counter.floor_seconds(floor_repeats)
+        out["overhead"] = wall / out["floor_seconds"] if out["floor_seconds"] > 0 else float("nan")
+    return out
+
+
+def embedded(name: str):
+    kind, size = EMBEDDED[name]
+    prior = load_prior(kind, f"embedded:{name}").to(device())
+    return prior, size
+
+
+def warm_up(prior, size: int) -> None:
+    op, y = query(prior, size, 1)
+    run_method("dps", prior, op, y, SAMPLES, config={"steps": 3})
+
+
+def part_methods(args, log) -> list[dict]:
+    rows = []
+    for prior_name in args.priors:
+        prior, size = embedded(prior_name)
+        warm_up(prior, size)
+        op, y = query(prior, size, 1)
+        for label, name, changes in ROWS:
+            if args.methods and label not in args.methods:
+                continue
+            if (prior_name == "digits-latent" and name in PIXEL_ONLY) or (prior_name == "digits-pixel" and name in LATENT_ONLY):
+                continue
+            r = {"part": "methods", "prior": prior_name, "method": label,
+                 **measure(prior, name, capped(name, changes, args.chain), op, y, repeats=args.repeats)}
+            rows.append(r)
+            log(r)
+    return rows
+
+
+def part_cost(args, log) -> list[dict]:
+    prior, size = embedded("digits-latent")
+    warm_up(prior, size)
+    op, y = query(prior, size, 1)
+    rows = []
+    for label, name, changes in [("VIPaint-2", "vipaint", {"k": 2}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
+                                 ("PSLD (1000 steps)", "psld", {"steps": 1000})]:
+        r = {"part": "cost", "prior": "digits-latent", "method": label,
+             **measure(prior, name, method_config(name, changes), op, y, floor=False)}
+        rows.append(r)
+        log(r)
+    return rows
+
+
+def part_batch(args, log) -> list[dict]:
+    prior, size = embedded("digits-latent")
+    warm_up(prior, size)
+    rows = []
+    for label, name, changes in [("VIPaint-2", "vipaint", {"k": 2}), ("DPS", "dps", {})]:
+        for q in (1, 2, 4, 8):
+            op, y = query(prior, size, 1, q)
+            r = {"part": "batch", "prior": "digits-latent", "method": label, "queries": q,
+                 **measure(prior, name, capped(name, changes, args.chain), op, y, floor=False)}
+            r["queries_per_second"] = q / r["seconds"]
+            rows.append(r)
+            log(r)
+    op, y = query(prior, size, 1)
+    for s in (1, 2, 4, 8, 16):  # fit steps only: one sampling step
+        cfg = method_config("vipaint", {"k": 2, "fit_steps": 20, "bound": {"mc_samples": s}, "sampling": {"steps": 1}})
+        r = {"part": "mc", "prior": "digits-latent", "method": "VIPaint-2 fit", "mc_samples": s,
+             **measure(prior, "vipaint", cfg, op, y, samples=1, floor=False)}
+        r["seconds_per_fit_step"] = r["seconds"] / 20
+        rows.append(r)
+        log(r)
+    return rows
+
+
+# ---- real-size architectures, random weights ------------------------------------------------------
+def real_size_prior(arch: str):
+    """A prior of the published architecture ``arch`` with random weights (seeded), and its image size."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel, VQModel
+
+    from vipaint_pl.priors.diffusers_priors import LatentDiffusersPrior, PixelDiffusersPrior, StableDiffusionPrior
+
+    torch.manual_seed(0)
+    if arch == "sd15":  # runwayml/stable-diffusion-v1-5: unet/, vae/, scheduler/ configs
+        unet = UNet2DConditionModel(
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768, attention_head_dim=8)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            layers_per_block=2, sample_size=512, scaling_factor=0.18215)
+        sched = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+        embeds = torch.randn(1, 77, 768)
+        return StableDiffusionPrior(unet, vae, sched, embeds, embeds), 512
+    if arch == "ldm-256":  # CompVis/ldm-celebahq-256: unet/, vqvae/, scheduler/ configs
+        unet = UNet2DModel(sample_size=64, in_channels=3, out_channels=3, layers_per_block=2,
+                           block_out_channels=(224, 448, 672, 896),
+                           down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * 3,
+                           up_block_types=("AttnUpBlock2D",) * 3 + ("UpBlock2D",), attention_head_dim=32)
+        vq = VQModel(in_channels=3, out_channels=3, latent_channels=3, block_out_channels=(128, 256, 512),
+                     down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                     layers_per_block=2, num_vq_embeddings=8192, vq_embed_dim=3)
+        sched = {"num_train_timesteps": 1000, "beta_start": 0.0015, "beta_end": 0.0195, "beta_schedule": "scaled_linear"}
+        return LatentDiffusersPrior(unet, vq, sched), 256
+    if arch == "ddpm-256":  # google/ddpm-ema-church-256
+        unet = UNet2DModel(sample_size=256, in_channels=3, out_channels=3, layers_per_block=2,
+                           block_out_channels=(128, 128, 256, 256, 512, 512),
+                           down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
+                           up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4, attention_head_dim=None)
+        sched = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear"}
+        return PixelDiffusersPrior(unet, sched), 256
+    raise ValueError(arch)
+
+
+# (label, method, measured run, warm-up run: the same shapes once, so that first-call costs stay out of the figure)
+REAL_RUNS = [("DPS", "dps", {"steps": 3}, {"steps": 1}),
+             ("VIPaint-2", "vipaint", {"k": 2, "fit_steps": 2, "bound": {"mc_samples": 1}, "sampling": {"steps": 2}},
+              {"k": 2, "fit_steps": 1, "bound": {"mc_samples": 1}, "sampling": {"steps": 1}})]
+
+
+def part_real_size(args, log) -> list[dict]:
+    rows = []
+    for arch in args.archs:
+        prior, size = real_size_prior(arch)
+        prior = prior.to(device())
+        op, y = query(prior, size, 3)
+        params = {n: sum(p.numel() for p in m.parameters()) / 1e6 for n, m in
+                  (("denoiser", prior.unet), ("autoencoder", getattr(prior, "autoencoder", None))) if m is not None}
+        for label, name, changes, warm in REAL_RUNS:
+            run_method(name, prior, op, y, 1, config=method_config(name, warm))
+            r = {"part": "real-size", "arch": arch, "method": label, "samples": 1, "parameters_m": params,
+                 **measure(prior, name, method_config(name, changes), op, y, samples=1, floor_repeats=2)}
+            rows.append(r)
+            log(r)
+        del prior
+    return rows
+
+
+def sd_memory_child(saving: bool, stage: str, limit_gb: float) -> dict:
+    """One stage of SD VIPaint-2 in this process: "fit" (one fit step, 4 MC samples) or "sample" (one DPS-guided
+    sampling step of 10 samples). Allocations past ``limit_gb`` of address space fail (a clean error, not the
+    machine's out-of-memory killer)."""
+    import resource
+
+    limit = int(limit_gb * GB)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    prior, size = real_size_prior("sd15")
+    if saving:
+        prior.set_memory_options(gradient_checkpointing=True, decode_batch_size=1)
+    prior = prior.to(device())
+    op, y = query(prior, size, 3)
+    if stage == "fit":
+        cfg, samples = method_config("vipaint", {"k": 2, "fit_steps": 1, "sampling": {"steps": 1}}), 1
+    else:  # the posterior at its start, then one guided step of 10 samples
+        cfg, samples = method_config("vipaint", {"k": 2, "fit_steps": 1, "bound": {"mc_samples": 1},
+                                                 "sampling": {"steps": 1}}), 10
+    return measure(prior, "vipaint", cfg, op, y, samples=samples, floor=False)
+
+
+def part_sd_memory(args, log) -> list[dict]:
+    rows = []
+    for saving in (True, False):
+        for stage in ("fit", "sample"):
+            cmd = [sys.executable, __file__, "--sd-memory-child", f"{int(saving)},{stage},{args.memory_limit_gb}"]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            r = {"part": "sd-memory", "memory_saving": saving, "stage": stage}
+            if proc.returncode == 0:
+                r.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+            else:
+                r["error"] = (proc.stderr.strip().splitlines() or ["killed"])[-1][:300]
+                r["returncode"] = proc.returncode
+            rows.append(r)
+            log(r)
+    return rows
+
+
+PARTS = {"methods": part_methods, "cost": part_cost, "batch": part_batch, "real-size": part_real_size,
+         "sd-memory": part_sd_memory}
+
+
+def markdown(rows: list[dict]) -> str:
+    out = []
+    methods = [r for r in rows if r["part"] == "methods"]
+    if methods:
+        out += ["| prior | method | s / query | floor s | overhead | evaluations (forward / backward) | peak RSS GB |",
+                "|---|---|---|---|---|---|---|"]
+        for r in methods:
+            ev = ", ".join(f"{k} {v}" for k, v in sorted(r["evaluations"].items()))
+            out.append(f"| {r['prior']} | {r['method']} | {r['seconds']:.2f} | {r['floor_seconds']:.2f} | "
+                       f"{r['overhead']:.2f} | {ev} | {r['peak_memory_gb']:.2f} |")
+    cost = [r for r in rows if r["part"] == "cost"]
+    if cost:
+        base = {r["method"]: r["seconds"] for r in cost}
+        out += ["", "| method | s / query | VIPaint-2 / this |", "|---|---|---|"]
+        out += [f"| {r['method']} | {r['seconds']:.1f} | {base['VIPaint-2'] / r['seconds']:.2f} |" for r in cost]
+    batch = [r for r in rows if r["part"] == "batch"]
+    if batch:
+        one = {r["method"]: r["queries_per_second"] for r in batch if r["queries"] == 1}
+        out += ["", "| method | queries | s | queries / s | throughput vs 1 query |", "|---|---|---|---|---|"]
+        out += [f"| {r['method']} | {r['queries']} | {r['seconds']:.1f} | {r['queries_per_second']:.3f} | "
+                f"{r['queries_per_second'] / one[r['method']]:.2f} |" for r in batch]
+    mc = [r for r in rows if r["part"] == "mc"]
+    if mc:
+        out += ["", "| MC samples per fit step | s per fit step |", "|---|---|"]
+        out += [f"| {r['mc_samples']} | {r['seconds_per_fit_step']:.3f} |" for r in mc]
+    real = [r for r in rows if r["part"] == "real-size"]
+    if real:
+        out += ["", "| architecture | method | s | floor s | overhead | evaluations | peak RSS GB |", "|---|---|---|---|---|---|---|"]
+        for r in real:
+            ev = ", ".join(f"{k} {v}" for k, v in sorted(r["evaluations"].items()))
+            out.append(f"| {r['arch']} | {r['method']} | {r['seconds']:.1f} | {r['floor_seconds']:.1f} | "
+                       f"{r['overhead']:.3f} | {ev} | {r['peak_memory_gb']:.2f} |")
+    mem = [r for r in rows if r["part"] == "sd-memory"]
+    if mem:
+        out += ["", "| memory saving | stage | s | peak memory GB |", "|---|---|---|---|"]
+        out += [f"| {r['memory_saving']} | {r['stage']} | {r.get('seconds', float('nan')):.0f} | "
+                f"{r.get('peak_memory_gb', float('nan')):.2f} {r.get('error', '')} |" for r in mem]
+    return "\n".join(out)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=["methods", "cost", "batch"], choices=list(PARTS))
+    parser.add_argument("--priors", nargs="+", default=list(EMBEDDED), choices=list(EMBEDDED))
+    parser.add_argument("--methods", nargs="+", default=None, help="only these rows of the methods part")
+    parser.add_argument("--archs", nargs="+", default=["sd15", "ldm-256", "ddpm-256"])
+    parser.add_argument("--chain", type=int, default=50, help="chains longer than this run this many steps")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per method of the methods part (fastest kept)")
+    parser.add_argument("--memory-limit-gb", type=float, default=20.0,
+                        help="address-space limit of each sd-memory process (allocations past it fail cleanly)")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--sd-memory-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.sd_memory_child:
+        saving, stage, limit = args.sd_memory_child.split(",")
+        print(json.dumps(sd_memory_child(bool(int(saving)), stage, float(limit))))
+        return []
+    log = lambda r: print(json.dumps(r), flush=True)  # noqa: E731
+    rows = []
+    for part in args.parts:
+        rows += PARTS[part](args, log)
+    md = markdown(rows)
+    print(md)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"date": str(date.today()), "machine": platform.platform(), "processor": platform.processor(),
+                "torch_threads": torch.get_num_threads(), "device": str(device()),
+                "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+        (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        (out / "results.md").write_text(md + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

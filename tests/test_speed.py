@@ -1,0 +1,119 @@
+"""Network-evaluation counting, the floor, peak memory, the memory options, and the speed benchmark script."""
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from tiny_models import save_tiny_latent_prior, save_tiny_stable_diffusion
+from vipaint_pl.methods import run_method
+from vipaint_pl.operators import Inpainting
+from vipaint_pl.priors import load_prior
+from vipaint_pl.priors.base import DiffusionPrior
+from vipaint_pl.profiling import NetworkCounter, PeakMemory
+from vipaint_pl.schedule import NoiseSchedule
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+
+@pytest.fixture(scope="module")
+def latent_prior(tmp_path_factory):
+    return load_prior("latent", str(save_tiny_latent_prior(tmp_path_factory.mktemp("ldm"), kind="kl")))
+
+
+def _half_mask_query(channels=3, size=16):
+    mask = torch.ones(1, channels, size, size)
+    mask[..., size // 2:] = 0
+    op = Inpainting(mask)
+    return op, op(torch.zeros(1, channels, size, size))
+
+
+def test_counts_every_network_call_per_direction(latent_prior):
+    op, y = _half_mask_query()
+    with NetworkCounter(latent_prior) as counter:
+        run_method("dps", latent_prior, op, y, 3, config={"steps": 4})  # latent-DPS: UNet and decoder, both ways
+    assert counter.evaluations() == {"denoiser forward": 4, "denoiser backward": 4, "decoder forward": 4,
+                                     "decoder backward": 4}
+    assert counter.samples_evaluated()["denoiser forward"] == 4 * 3  # 3 samples in every call
+    with NetworkCounter(latent_prior) as counter:
+        run_method("blended", latent_prior, op, y, 2, config={"steps": 5})  # no gradients: forward only
+    assert counter.evaluations() == {"encoder forward": 1, "denoiser forward": 5}
+    with NetworkCounter(latent_prior) as counter:
+        pass
+    run_method("blended", latent_prior, op, y, 2, config={"steps": 2})  # hooks are gone after the block
+    assert counter.evaluations() == {}
+
+
+class _SleepyNet(nn.Module):
+    """A 'denoiser' whose forward takes a known 20 ms."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    def forward(self, z, t):
+        time.sleep(0.02)
+        return z * 0 + self.w
+
+
+class _SleepyPrior(DiffusionPrior):
+    def __init__(self):
+        super().__init__(NoiseSchedule.linear(1000))
+        self.unet = _SleepyNet()
+
+    def _eps(self, z_t, t):
+        return self.unet(z_t, t)
+
+
+def test_floor_is_count_times_the_time_alone():
+    prior = _SleepyPrior()
+    op, y = _half_mask_query(channels=1, size=4)
+    with NetworkCounter(prior) as counter:
+        start = time.perf_counter()
+        run_method("blended", prior, op, y, 2, config={"steps": 10})
+        wall = time.perf_counter() - start
+    assert counter.evaluations() == {"denoiser forward": 10}
+    floor = counter.floor_seconds(repeats=2)
+    assert 10 * 0.02 <= floor <= 10 * 0.03  # ten calls of 20 ms, plus timer slack
+    assert floor <= wall
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory("cpu") as memory:
+        block = torch.ones(64 * 1024 * 1024 // 4 * 4)  # 256 MiB, touched
+        time.sleep(0.05)
+        del block
+    assert memory.increase_bytes > 200 * 1024**2
+    assert memory.peak_bytes >= memory.start_bytes + memory.increase_bytes - 1
+
+
+def test_memory_options_give_the_same_decodes_and_gradients(tmp_path):
+    folder = save_tiny_stable_diffusion(tmp_path / "sd")
+    plain = load_prior("stable-diffusion", str(folder))
+    saving = load_prior("stable-diffusion", str(folder), gradient_checkpointing=True, decode_batch_size=2)
+    assert saving.decode_batch_size == 2 and saving.unet.is_gradient_checkpointing
+
+    def value_and_grad(prior):
+        z = torch.randn(5, 4, 8, 8, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        x = prior.decode(prior.predict_x0(z, 300))
+        (grad,) = torch.autograd.grad(x.square().sum(), z)
+        return x.detach(), grad
+
+    (x0, g0), (x1, g1) = value_and_grad(plain), value_and_grad(saving)
+    assert torch.allclose(x0, x1, atol=1e-5) and torch.allclose(g0, g1, atol=1e-5)
+    with pytest.raises(Exception, match="decode_batch_size"):
+        load_prior("stable-diffusion", str(folder), decode_batch_size=0)
+
+
+def test_bench_speed_methods_part_records_overhead():
+    import bench_speed
+
+    rows = bench_speed.main(["--parts", "methods", "--priors", "digits-pixel", "--methods", "dps", "blended",
+                             "--chain", "3", "--repeats", "1"])
+    assert [r["method"] for r in rows] == ["dps", "blended"]
+    dps = rows[0]
+    assert dps["evaluations"] == {"denoiser forward": 3, "denoiser backward": 3}
+    assert dps["floor_seconds"] > 0 and dps["overhead"] == pytest.approx(dps["seconds"] / dps["floor_seconds"])
