@@ -11,6 +11,8 @@ allocator on a GPU; the process's resident set, sampled every 2 ms, on a CPU). P
   steps), side by side on the latent prior, one query of 10 samples each;
 - ``batch``: VIPaint-2 and DPS with 1, 2, 4, 8 queries of 10 samples (throughput against one query), and
   VIPaint's fit step with 1-16 Monte Carlo samples;
+- ``options``: DPS and VIPaint-2 on the latent prior in float32, under bf16 autocast, and with ``torch.compile``
+  of the denoiser and the decoder;
 - ``real-size``: Stable Diffusion 1.5 (UNet + VAE at 512x512), a CompVis LDM (UNet on 64x64x3 VQ latents, 256x256
   images) and a 256x256 pixel DDPM UNet, built from their published diffusers configs with random weights (no
   downloads): one evaluation of each network timed alone, and DPS / VIPaint-2 with a few steps for the overhead;
@@ -160,6 +162,35 @@ def part_batch(args, log) -> list[dict]:
     return rows
 
 
+def part_options(args, log) -> list[dict]:
+    """DPS (``--chain`` steps) and VIPaint-2 on the latent prior: as is, under bf16 autocast, and with the
+    denoiser and decoder compiled (``torch.compile``; the first run, which compiles, is timed apart)."""
+    prior, size = embedded("digits-latent")
+    warm_up(prior, size)
+    op, y = query(prior, size, 1)
+    dev = device()
+    rows = []
+    for label, name, changes in [("DPS", "dps", {}), ("VIPaint-2", "vipaint", {"k": 2})]:
+        cfg = capped(name, changes, args.chain)
+        for option in ("fp32", "bf16 autocast", "torch.compile"):
+            r = {"part": "options", "prior": "digits-latent", "method": label, "option": option}
+            if option == "torch.compile":
+                prior.unet.compile()
+                prior.autoencoder.decoder.compile()
+                r["first_run_seconds"] = timed_run(prior, name, cfg, op, y, SAMPLES)
+            if option == "bf16 autocast":
+                with torch.autocast(dev.type, dtype=torch.bfloat16):
+                    r["seconds"] = min(timed_run(prior, name, cfg, op, y, SAMPLES) for _ in range(args.repeats))
+            else:
+                r["seconds"] = min(timed_run(prior, name, cfg, op, y, SAMPLES) for _ in range(args.repeats))
+            if option == "torch.compile":
+                for net in (prior.unet, prior.autoencoder.decoder):
+                    net._compiled_call_impl = None  # back to eager for the next rows
+            rows.append(r)
+            log(r)
+    return rows
+
+
 # ---- real-size architectures, random weights ------------------------------------------------------
 def real_size_prior(arch: str):
     """A prior of the published architecture ``arch`` with random weights (seeded), and its image size."""
@@ -200,9 +231,8 @@ def real_size_prior(arch: str):
 
 
 # (label, method, measured run, warm-up run: the same shapes once, so that first-call costs stay out of the figure)
-REAL_RUNS = [("DPS", "dps", {"steps": 3}, {"steps": 1}),
-             ("VIPaint-2", "vipaint", {"k": 2, "fit_steps": 2, "bound": {"mc_samples": 1}, "sampling": {"steps": 2}},
-              {"k": 2, "fit_steps": 1, "bound": {"mc_samples": 1}, "sampling": {"steps": 1}})]
+VIPAINT_SHORT = {"k": 2, "fit_steps": 1, "bound": {"mc_samples": 1}, "sampling": {"steps": 1}}
+REAL_RUNS = [("DPS", "dps", {"steps": 2}, {"steps": 1}), ("VIPaint-2", "vipaint", VIPAINT_SHORT, VIPAINT_SHORT)]
 
 
 def part_real_size(args, log) -> list[dict]:
@@ -246,7 +276,7 @@ def sd_memory_child(saving: bool, stage: str, limit_gb: float) -> dict:
 
 def part_sd_memory(args, log) -> list[dict]:
     rows = []
-    for saving in (True, False):
+    for saving in map(bool, args.memory_saving):
         for stage in ("fit", "sample"):
             cmd = [sys.executable, __file__, "--sd-memory-child", f"{int(saving)},{stage},{args.memory_limit_gb}"]
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -261,7 +291,7 @@ def part_sd_memory(args, log) -> list[dict]:
     return rows
 
 
-PARTS = {"methods": part_methods, "cost": part_cost, "batch": part_batch, "real-size": part_real_size,
+PARTS = {"methods": part_methods, "cost": part_cost, "batch": part_batch, "options": part_options, "real-size": part_real_size,
          "sd-memory": part_sd_memory}
 
 
@@ -290,6 +320,12 @@ def markdown(rows: list[dict]) -> str:
     if mc:
         out += ["", "| MC samples per fit step | s per fit step |", "|---|---|"]
         out += [f"| {r['mc_samples']} | {r['seconds_per_fit_step']:.3f} |" for r in mc]
+    options = [r for r in rows if r["part"] == "options"]
+    if options:
+        plain = {r["method"]: r["seconds"] for r in options if r["option"] == "fp32"}
+        out += ["", "| method | option | s / query | vs fp32 | first run (compiles) s |", "|---|---|---|---|---|"]
+        out += [f"| {r['method']} | {r['option']} | {r['seconds']:.2f} | {r['seconds'] / plain[r['method']]:.2f} | "
+                f"{r.get('first_run_seconds', float('nan')):.1f} |" for r in options]
     real = [r for r in rows if r["part"] == "real-size"]
     if real:
         out += ["", "| architecture | method | s | floor s | overhead | evaluations | peak RSS GB |", "|---|---|---|---|---|---|---|"]
@@ -313,6 +349,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--archs", nargs="+", default=["sd15", "ldm-256", "ddpm-256"])
     parser.add_argument("--chain", type=int, default=50, help="chains longer than this run this many steps")
     parser.add_argument("--repeats", type=int, default=3, help="runs per method of the methods part (fastest kept)")
+    parser.add_argument("--memory-saving", nargs="+", type=int, default=[1, 0], choices=[0, 1],
+                        help="sd-memory variants: 1 with gradient checkpointing and decode_batch_size 1, 0 without")
     parser.add_argument("--memory-limit-gb", type=float, default=20.0,
                         help="address-space limit of each sd-memory process (allocations past it fail cleanly)")
     parser.add_argument("--out", default=None)
