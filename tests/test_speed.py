@@ -117,3 +117,14 @@ def test_bench_speed_methods_part_records_overhead():
     dps = rows[0]
     assert dps["evaluations"] == {"denoiser forward": 3, "denoiser backward": 3}
     assert dps["floor_seconds"] > 0 and dps["overhead"] == pytest.approx(dps["seconds"] / dps["floor_seconds"])
+
+
+@pytest.mark.parametrize("config", ["sd1_5", "sd2_base"])
+def test_stable_diffusion_configs_load_with_the_memory_options(config, tmp_path):
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "prior" / f"{config}.yaml").read_text())
+    prior_spec = spec["model"]["init_args"]["prior"]
+    prior = load_prior(prior_spec["kind"], str(save_tiny_stable_diffusion(tmp_path / "sd")), **prior_spec["kwargs"])
+    assert prior.gradient_checkpointing and prior.decode_batch_size == 1
+    assert prior.unet.is_gradient_checkpointing and prior.autoencoder.is_gradient_checkpointing
