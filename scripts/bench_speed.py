@@ -97,21 +97,18 @@ def measure(prior, name: str, cfg, op, y, samples: int = SAMPLES, floor: bool = 
 
 
 def embedded(name: str):
+    """An embedded prior on the device, warmed up by a short DPS run (first calls allocate), and its image size."""
     kind, size = EMBEDDED[name]
     prior = load_prior(kind, f"embedded:{name}").to(device())
-    return prior, size
-
-
-def warm_up(prior, size: int) -> None:
     op, y = query(prior, size, 1)
     run_method("dps", prior, op, y, SAMPLES, config={"steps": 3})
+    return prior, size
 
 
 def part_methods(args, log) -> list[dict]:
     rows = []
     for prior_name in args.priors:
         prior, size = embedded(prior_name)
-        warm_up(prior, size)
         op, y = query(prior, size, 1)
         for label, name, changes in ROWS:
             if args.methods and label not in args.methods:
@@ -127,7 +124,6 @@ def part_methods(args, log) -> list[dict]:
 
 def part_cost(args, log) -> list[dict]:
     prior, size = embedded("digits-latent")
-    warm_up(prior, size)
     op, y = query(prior, size, 1)
     rows = []
     for label, name, changes in [("VIPaint-2", "vipaint", {"k": 2}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
@@ -141,7 +137,6 @@ def part_cost(args, log) -> list[dict]:
 
 def part_batch(args, log) -> list[dict]:
     prior, size = embedded("digits-latent")
-    warm_up(prior, size)
     rows = []
     for label, name, changes in [("VIPaint-2", "vipaint", {"k": 2}), ("DPS", "dps", {})]:
         for q in (1, 2, 4, 8):
@@ -166,7 +161,6 @@ def part_options(args, log) -> list[dict]:
     """DPS (``--chain`` steps) and VIPaint-2 on the latent prior: as is, under bf16 autocast, and with the
     denoiser and decoder compiled (``torch.compile``; the first run, which compiles, is timed apart)."""
     prior, size = embedded("digits-latent")
-    warm_up(prior, size)
     op, y = query(prior, size, 1)
     dev = device()
     rows = []
