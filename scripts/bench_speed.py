@@ -27,6 +27,7 @@ allocator on a GPU; the process's resident set, sampled every 2 ms, on a CPU). P
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -115,8 +116,11 @@ def part_methods(args, log) -> list[dict]:
                 continue
             if (prior_name == "digits-latent" and name in PIXEL_ONLY) or (prior_name == "digits-pixel" and name in LATENT_ONLY):
                 continue
-            r = {"part": "methods", "prior": prior_name, "method": label,
-                 **measure(prior, name, capped(name, changes, args.chain), op, y, repeats=args.repeats)}
+            r = {"part": "methods", "prior": prior_name, "method": label}
+            try:
+                r.update(measure(prior, name, capped(name, changes, args.chain), op, y, repeats=args.repeats))
+            except (RuntimeError, ValueError) as err:  # one row's failure keeps the others
+                r["error"] = f"{type(err).__name__}: {str(err)[:300]}"
             rows.append(r)
             log(r)
     return rows
@@ -187,7 +191,13 @@ def part_options(args, log) -> list[dict]:
 
 # ---- real-size architectures, random weights ------------------------------------------------------
 def real_size_prior(arch: str):
-    """A prior of the published architecture ``arch`` with random weights (seeded), and its image size."""
+    """A prior of the published architecture ``arch`` with random weights (seeded), and its image size; the
+    weights are made on the device (a GPU initializes them in a fraction of the CPU's time)."""
+    with torch.device(device()):
+        return _real_size_prior(arch)
+
+
+def _real_size_prior(arch: str):
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel, VQModel
 
     from vipaint_pl.priors.diffusers_priors import LatentDiffusersPrior, PixelDiffusersPrior, StableDiffusionPrior
@@ -224,9 +234,21 @@ def real_size_prior(arch: str):
     raise ValueError(arch)
 
 
-# (label, method, measured run, warm-up run: the same shapes once, so that first-call costs stay out of the figure)
-VIPAINT_SHORT = {"k": 2, "fit_steps": 1, "bound": {"mc_samples": 1}, "sampling": {"steps": 1}}
-REAL_RUNS = [("DPS", "dps", {"steps": 2}, {"steps": 1}), ("VIPaint-2", "vipaint", VIPAINT_SHORT, VIPAINT_SHORT)]
+def real_runs(steps: int) -> list[tuple]:
+    """(label, method, measured run, warm-up run, bf16 autocast): DPS with ``steps`` steps, VIPaint-2 with
+    ``steps`` fit steps (one MC sample) and ``steps`` sampling steps. The warm-up runs the same shapes once, so
+    that first-call costs stay out of the figure."""
+    vipaint = {"k": 2, "fit_steps": steps, "bound": {"mc_samples": 1}, "sampling": {"steps": steps}}
+    dps = {"steps": steps}
+    return [("DPS", "dps", dps, {"steps": 1}, False), ("VIPaint-2", "vipaint", vipaint, vipaint, False),
+            ("DPS, bf16 autocast", "dps", dps, {"steps": 1}, True)]
+
+
+def autocast_if(enabled: bool):
+    dev = device()
+    if enabled and (dev.type == "cpu" or torch.cuda.is_bf16_supported()):
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def part_real_size(args, log) -> list[dict]:
@@ -237,10 +259,16 @@ def part_real_size(args, log) -> list[dict]:
         op, y = query(prior, size, 3)
         params = {n: sum(p.numel() for p in m.parameters()) / 1e6 for n, m in
                   (("denoiser", prior.unet), ("autoencoder", getattr(prior, "autoencoder", None))) if m is not None}
-        for label, name, changes, warm in REAL_RUNS:
-            run_method(name, prior, op, y, 1, config=method_config(name, warm))
-            r = {"part": "real-size", "arch": arch, "method": label, "samples": 1, "parameters_m": params,
-                 **measure(prior, name, method_config(name, changes), op, y, samples=1, floor_repeats=2)}
+        for label, name, changes, warm, bf16 in real_runs(args.real_steps):
+            if bf16 and not args.real_bf16:
+                continue
+            r = {"part": "real-size", "arch": arch, "method": label, "samples": 1, "parameters_m": params}
+            try:
+                with autocast_if(bf16):
+                    run_method(name, prior, op, y, 1, config=method_config(name, warm))
+                    r.update(measure(prior, name, method_config(name, changes), op, y, samples=1, floor_repeats=2))
+            except (RuntimeError, ValueError) as err:  # one row's failure (e.g. out of memory) keeps the others
+                r["error"] = f"{type(err).__name__}: {str(err)[:300]}"
             rows.append(r)
             log(r)
         del prior
@@ -251,10 +279,13 @@ def sd_memory_child(saving: bool, stage: str, limit_gb: float) -> dict:
     """One stage of SD VIPaint-2 in this process: "fit" (one fit step, 4 MC samples) or "sample" (one DPS-guided
     sampling step of 10 samples). Allocations past ``limit_gb`` of address space fail (a clean error, not the
     machine's out-of-memory killer)."""
-    import resource
-
     limit = int(limit_gb * GB)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if device().type == "cuda":  # the allocator refuses past the limit (CUDA needs far more address space)
+        torch.cuda.set_per_process_memory_fraction(min(limit / torch.cuda.get_device_properties(0).total_memory, 1.0))
+    else:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     prior, size = real_size_prior("sd15")
     if saving:
         prior.set_memory_options(gradient_checkpointing=True, decode_batch_size=1)
@@ -296,6 +327,9 @@ def markdown(rows: list[dict]) -> str:
         out += ["| prior | method | s / query | floor s | overhead | evaluations (forward / backward) | peak RSS GB |",
                 "|---|---|---|---|---|---|---|"]
         for r in methods:
+            if "error" in r:
+                out.append(f"| {r['prior']} | {r['method']} | {r['error']} | | | | |")
+                continue
             ev = ", ".join(f"{k} {v}" for k, v in sorted(r["evaluations"].items()))
             out.append(f"| {r['prior']} | {r['method']} | {r['seconds']:.2f} | {r['floor_seconds']:.2f} | "
                        f"{r['overhead']:.2f} | {ev} | {r['peak_memory_gb']:.2f} |")
@@ -322,8 +356,11 @@ def markdown(rows: list[dict]) -> str:
                 f"{r.get('first_run_seconds', float('nan')):.1f} |" for r in options]
     real = [r for r in rows if r["part"] == "real-size"]
     if real:
-        out += ["", "| architecture | method | s | floor s | overhead | evaluations | peak RSS GB |", "|---|---|---|---|---|---|---|"]
+        out += ["", "| architecture | method | s | floor s | overhead | evaluations | peak memory GB |", "|---|---|---|---|---|---|---|"]
         for r in real:
+            if "error" in r:
+                out.append(f"| {r['arch']} | {r['method']} | {r['error']} | | | | |")
+                continue
             ev = ", ".join(f"{k} {v}" for k, v in sorted(r["evaluations"].items()))
             out.append(f"| {r['arch']} | {r['method']} | {r['seconds']:.1f} | {r['floor_seconds']:.1f} | "
                        f"{r['overhead']:.3f} | {ev} | {r['peak_memory_gb']:.2f} |")
@@ -347,6 +384,10 @@ def main(argv=None) -> list[dict]:
                         help="sd-memory variants: 1 with gradient checkpointing and decode_batch_size 1, 0 without")
     parser.add_argument("--memory-limit-gb", type=float, default=20.0,
                         help="address-space limit of each sd-memory process (allocations past it fail cleanly)")
+    parser.add_argument("--real-steps", type=int, default=2,
+                        help="real-size part: DPS steps, and VIPaint's fit and sampling steps (more on a GPU)")
+    parser.add_argument("--real-bf16", type=int, default=1, choices=[0, 1],
+                        help="real-size part: also DPS under bf16 autocast")
     parser.add_argument("--out", default=None)
     parser.add_argument("--sd-memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -355,6 +396,11 @@ def main(argv=None) -> list[dict]:
         print(json.dumps(sd_memory_child(bool(int(saving)), stage, float(limit))))
         return []
     log = lambda r: print(json.dumps(r), flush=True)  # noqa: E731
+    meta = {"date": str(date.today()), "machine": platform.platform(), "processor": platform.processor(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": str(device()),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    log({"part": "meta", **meta})
     rows = []
     for part in args.parts:
         rows += PARTS[part](args, log)
@@ -363,10 +409,6 @@ def main(argv=None) -> list[dict]:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        meta = {"date": str(date.today()), "machine": platform.platform(), "processor": platform.processor(),
-                "torch_threads": torch.get_num_threads(), "device": str(device()),
-                "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
         (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
         (out / "results.md").write_text(md + "\n")
     return rows

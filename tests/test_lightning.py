@@ -245,3 +245,17 @@ def test_data_sigma_y_adds_seeded_noise_on_the_observed_pixels_only(workspace):
     again = _module(workspace)
     _trainer(workspace, enable_checkpointing=False).inpaint(again, datamodule=_data(workspace, out="sy", sigma_y=0.05))
     torch.testing.assert_close(again.y, m.y)
+
+
+def test_setup_moves_the_prior_to_the_strategys_device_before_the_posterior_starts(workspace, monkeypatch):
+    """Lightning sets ``module.device`` before ``setup`` but moves the weights after it; the posterior's start
+    runs the prior (a GPU run failed here: encoder weights on the CPU, y on the GPU). On this CPU-only machine
+    the check is the order of the calls; ``scripts/gpu_smoke.py`` and ``scripts/gpu_bench.sh`` run it on a GPU."""
+    import vipaint_pl.lightning.vipaint_module as vm
+
+    m, calls = _module(workspace, steps=1), []
+    real_to, real_init = m.prior.to, vm.init_posterior
+    monkeypatch.setattr(m.prior, "to", lambda *a, **k: calls.append(("to", *map(str, a))) or real_to(*a, **k))
+    monkeypatch.setattr(vm, "init_posterior", lambda *a, **k: calls.append(("init",)) or real_init(*a, **k))
+    _trainer(workspace, enable_checkpointing=False).fit(m, datamodule=_data(workspace, out="device"))
+    assert calls.index(("to", str(m.device))) < calls.index(("init",))

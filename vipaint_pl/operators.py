@@ -66,7 +66,7 @@ class Inpainting(Operator):
         if mask.ndim not in (3, 4):
             raise MaskError(f"mask must have shape (H, W), (C, H, W) or (B, C, H, W); got {tuple(mask.shape)}")
         values = torch.unique(mask)
-        if not torch.isin(values, torch.tensor([0.0, 1.0], dtype=values.dtype)).all():
+        if not torch.isin(values, torch.tensor([0.0, 1.0], dtype=values.dtype, device=values.device)).all():
             raise MaskError(f"mask must be binary (0 = missing, 1 = observed); found values {values[:5].tolist()}")
         if mask.sum() == 0:
             raise MaskError("mask has no observed pixel: nothing to condition on")

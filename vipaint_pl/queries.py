@@ -20,7 +20,7 @@ def validate_mask(mask: Tensor, name: str = "mask") -> Tensor:
         raise ShapeError(f"{name} must have shape (H, W) or (1, H, W), got {tuple(mask.shape)}")
     check_finite(name, mask.float())
     values = torch.unique(mask)
-    if not torch.isin(values, torch.tensor([0, 1], dtype=values.dtype)).all():
+    if not torch.isin(values, torch.tensor([0, 1], dtype=values.dtype, device=values.device)).all():
         raise MaskError(f"{name} must be binary (0 = missing, 1 = observed); found values {values[:6].tolist()}")
     if mask.sum() == 0:
         raise MaskError(f"{name} has no observed pixel: nothing to condition on")

@@ -82,7 +82,8 @@ class InpaintingModule(L.LightningModule):
         expected = self.prior.image_channels()
         if expected is not None and queries and queries[0].observed.shape[0] != expected:
             raise ConfigError(f"the images have {queries[0].observed.shape[0]} channels but the prior expects {expected}")
-        dev = self.device
+        dev = self.device  # the strategy's device: Lightning sets it before setup, but moves the weights after
+        self.prior.to(dev)  # the posterior's start runs the prior (e.g. encodes y) here
         self.register_buffer("masks", torch.stack([q.mask for q in queries]).to(dev), persistent=False)
         truth = torch.stack([q.truth if q.truth is not None else q.observed for q in queries]).to(dev)
         self.sigma_y = float(getattr(dm, "sigma_y", 0.0))
