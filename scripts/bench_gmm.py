@@ -72,6 +72,12 @@ ROWS = [
     ("VIPaint-2 Tweedie", "vipaint", {"k": 2, "bound": {"reconstruction": "tweedie"}, "sampling": {"guidance": "tweedie"}}),
     ("VIPaint-2 mixture", "vipaint", {"k": 2, "components": 8, "init": {"start": "guided"}, "optim": {"lr_weights": 0.5},
                                       "bound": {"reconstruction": "tweedie"}, "sampling": {"guidance": "tweedie"}}),
+    ("VIPaint-2 mixture, bound weights", "vipaint", {
+        "k": 2, "components": 8, "init": {"start": "guided"}, "optim": {"lr_weights": 0.5},
+        "bound": {"reconstruction": "tweedie"}, "sampling": {"guidance": "tweedie", "component_weights": "bound"}}),
+    ("VIPaint-2 mixture-16, bound weights", "vipaint", {
+        "k": 2, "components": 16, "init": {"start": "guided"}, "optim": {"lr_weights": 0.5},
+        "bound": {"reconstruction": "tweedie"}, "sampling": {"guidance": "tweedie", "component_weights": "bound"}}),
     ("DPS", "dps", {}),
     ("DPS (squared)", "dps", {"loss": "squared"}),
     ("Blended (replacement)", "blended", {}),

@@ -144,3 +144,28 @@ def test_official_variants_of_the_hierarchy_fit_and_sample(changes):
     exact = post.sample(2000, torch.Generator().manual_seed(5)).float()
     prior_sw = sliced_wasserstein(prior.sample(200, torch.Generator().manual_seed(9)), exact)
     assert torch.isfinite(xs).all() and sliced_wasserstein(xs, exact) < 0.3 * prior_sw
+
+
+def test_component_bounds_weigh_the_modes_as_the_exact_posterior_does():
+    """Two mirror-image components, one in each mode of a posterior whose modes the observation cannot tell
+    apart: the exact posterior weighs them as the prior does (0.2 / 0.8). softmax(-bound_m), the weights of
+    ``sampling.component_weights: bound``, must give the same; the learned logits (left at 0) give 0.5 / 0.5."""
+    from vipaint_pl.methods.vipaint import component_bounds, init_posterior
+    from vipaint_pl.rng import QueryNoise
+
+    prior = GaussianMixturePrior(torch.tensor([0.2, 0.8]), torch.tensor([[-6.0, 0.0], [6.0, 0.0]]), torch.ones(2, 2))
+    op = DenseLinear(torch.tensor([[0.0, 1.0]], dtype=torch.float64))
+    y = torch.tensor([[0.3]], dtype=torch.float64)
+    op.sigma_y = 0.5
+    exact = prior.exact_posterior(op, y, 0.5).weights
+    cfg = VIPaintConfig.from_dict({"k": 2, "times": [300, 200], "components": 2,
+                                   "bound": {"likelihood": "gaussian", "likelihood_scale": None, "mc_samples": 16}})
+    noise = QueryNoise(0, ["q"], "vipaint")
+    post = init_posterior(prior, op, y, noise, cfg)
+    with torch.no_grad():  # component m centred on mode m at every level (alpha_t x its mean), the same widths
+        for k, t in enumerate(post.times):
+            post.mu[k] = prior.schedule.alpha(t).float() * torch.tensor([[-6.0, 0.3], [6.0, 0.3]])
+    bounds = component_bounds(prior, post, op, y, torch.tensor([0]), noise, cfg.bound, samples=256)
+    weights = torch.softmax(-bounds.double(), dim=1)[0]
+    torch.testing.assert_close(exact, torch.tensor([0.2, 0.8], dtype=torch.float64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(weights, exact, atol=0.05, rtol=0)

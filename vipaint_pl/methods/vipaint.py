@@ -106,6 +106,11 @@ class PosteriorSamplingConfig(Settings):
     guidance: Literal["dps", "tweedie"] = "dps"
     dps_step_size: float = bounded(1.0, low=0.0)  # 0 disables the DPS gradient
     eta: float = bounded(0.2, low=0.0, high=1.0)  # DDIM eta of the reverse steps
+    # A mixture's component weights at sampling time: "learned" (the fitted logits) or "bound" (pi_m proportional
+    # to exp(-bound of component m alone), each bound estimated with ``score_samples`` draws: the weights that
+    # maximize a lower bound on the mixture's bound, exact when the components do not overlap)
+    component_weights: Literal["learned", "bound"] = "learned"
+    score_samples: int = bounded(64, low=1)
 
 
 @dataclass
@@ -294,6 +299,48 @@ class SharedAcrossComponents:
         return tensor.repeat_interleave(self.per_query, 0)
 
 
+def _sample_terms(prior, posterior: HierarchicalPosterior, operator, y: Tensor, rows: Tensor, noise, S: int,
+                  cfg: BoundConfig, perceptual, with_kl: bool):
+    """S samples from each component row of ``rows`` (B, M), query-major, then component, then sample (``noise``
+    draws M * S per query): z_Te, and per sample the reconstruction term, the diffusion term (its time
+    stratified over the S samples), the lower levels' KL (``with_kl``) and the path."""
+    M = rows.shape[1]
+    z_top, z_s, kl, path = posterior.sample(prior, rows.repeat_interleave(S, 1).flatten(), noise, with_kl=with_kl,
+                                            with_path=True)
+    x = prior.decode(prior.predict_x0(z_s, posterior.times[-1]))
+    recon = reconstruction_loss(operator.repeat_interleave(noise.per_query), x, noise.repeat(y), cfg, perceptual,
+                                float(prior.schedule.sigma(posterior.times[-1])))
+    u = (noise.rand(z_top).view(-1, M, S) + torch.arange(S, device=z_top.device, dtype=torch.float64)) / S  # stratified t
+    diff = diffusion_loss(prior, z_top, posterior.times[0], u.flatten(), noise.like(z_top))
+    return z_top, recon, diff, kl, path
+
+
+def _log_prior_path(path, like: Tensor) -> Tensor:
+    """log p(lower levels | z_Te) of each sample along its path (the prior's transitions)."""
+    if not path:
+        return torch.zeros_like(like)
+    return sum(-(0.5 * ((z - m) / sd) ** 2 + torch.log(sd) + 0.9189385332).flatten(1).sum(1) for m, sd, z in path)
+
+
+@torch.no_grad()
+def component_bounds(prior, posterior: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
+                     cfg: BoundConfig, samples: int) -> Tensor:
+    """Each component's own bound (Eq. 13 for q_m alone, beta = 1), (B, M): the mean over ``samples`` draws of
+    -log p(y | z) + log q_m(z) - log p(z), drawn in chunks of ``cfg.mc_samples`` with the same draws for every
+    component (so that the components' bounds differ by their parameters, not by their noise)."""
+    M, S = posterior.components, cfg.mc_samples
+    rows = posterior.component_rows(idx)
+    own = torch.arange(M, device=rows.device).repeat(len(idx)).repeat_interleave(S)  # each sample's component
+    total, chunks = 0.0, -(-samples // S)
+    for c in range(chunks):
+        shared = SharedAcrossComponents(noise.stream(f"score/{c}", per_query=S), M)
+        z_top, recon, diff, _, path = _sample_terms(prior, posterior, operator, y, rows, shared, S, cfg, None, False)
+        logq = posterior.log_density(rows.repeat_interleave(shared.per_query, 0), z_top, path)
+        log_q_own = logq.gather(1, own[:, None]).squeeze(1)
+        total = total + (recon + diff + log_q_own - _log_prior_path(path, log_q_own)).view(len(idx), M, S).mean(2)
+    return total / chunks
+
+
 def vipaint_bound(prior, posterior: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
                   cfg: BoundConfig, perceptual=None) -> dict[str, Tensor]:
     """Per-query Monte Carlo estimates of every term of the bound (Eq. 13), averaged over the samples.
@@ -310,13 +357,7 @@ def vipaint_bound(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
     if M > 1:
         noise = SharedAcrossComponents(noise, M)
     rows = posterior.component_rows(idx)  # (B, M)
-    sample_rows = rows.repeat_interleave(S, 1).flatten()  # query-major, then component, then sample
-    z_top, z_s, kl, path = posterior.sample(prior, sample_rows, noise, with_kl=M == 1, with_path=True)
-    x = prior.decode(prior.predict_x0(z_s, posterior.times[-1]))
-    recon = reconstruction_loss(operator.repeat_interleave(noise.per_query), x, noise.repeat(y), cfg, perceptual,
-                                float(prior.schedule.sigma(posterior.times[-1])))
-    u = (noise.rand(z_top).view(-1, M, S) + torch.arange(S, device=z_top.device, dtype=torch.float64)) / S  # stratified t
-    diff = diffusion_loss(prior, z_top, posterior.times[0], u.flatten(), noise.like(z_top))
+    z_top, recon, diff, kl, path = _sample_terms(prior, posterior, operator, y, rows, noise, S, cfg, perceptual, M == 1)
     if M == 1:
         entropy = gaussian_entropy(posterior.log_std[0, idx].exp()).flatten(1).sum(1) if cfg.entropy else \
             torch.zeros(len(idx), device=y.device)  # H[q(z_Te)], constants included: bounds compare across M
@@ -327,8 +368,7 @@ def vipaint_bound(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
         log_pi = torch.log_softmax(posterior.logits[idx], dim=1)  # (B, M)
         logq = posterior.log_density(rows.repeat_interleave(noise.per_query, 0), z_top, path)  # (B*M*S, M)
         log_q_mix = torch.logsumexp(log_pi.repeat_interleave(noise.per_query, 0) + logq, dim=1)
-        log_p_lower = sum(-(0.5 * ((z - m) / sd) ** 2 + torch.log(sd) + 0.9189385332).flatten(1).sum(1)
-                          for m, sd, z in path) if path else torch.zeros_like(log_q_mix)
+        log_p_lower = _log_prior_path(path, log_q_mix)
         pi = log_pi.exp()
         per_query = lambda v: (pi * v.view(-1, M, S).mean(2)).sum(1)  # noqa: E731  stratified over components
         terms = {"reconstruction": per_query(recon), "hierarchical_kl": per_query(log_q_mix - log_p_lower),
@@ -386,12 +426,14 @@ def fit_noise(noise, step: int, cfg: VIPaintConfig):
     return noise.stream(f"fit/{step}", per_query=cfg.bound.mc_samples)
 
 
-def sample_rows(post: HierarchicalPosterior, idx: Tensor, noise) -> Tensor:
+def sample_rows(post: HierarchicalPosterior, idx: Tensor, noise, logits: Tensor | None = None) -> Tensor:
     """The parameter row of each of the ``noise.per_query`` samples of the queries ``idx``: a component drawn
-    from each query's mixture weights (inverse CDF of one uniform per sample)."""
+    from each query's mixture weights (``logits`` (B, M), default the fitted ones; inverse CDF of one uniform
+    per sample)."""
     if post.components == 1:
         return noise.repeat(idx)
-    cdf = torch.softmax(post.logits[idx].detach().double(), dim=1).cumsum(1)
+    logits = post.logits[idx] if logits is None else logits
+    cdf = torch.softmax(logits.detach().double(), dim=1).cumsum(1)
     m = (noise.repeat(cdf) < noise.rand(cdf)[:, None]).sum(1).clamp_max(post.components - 1)
     return noise.repeat(idx) * post.components + m
 
@@ -399,8 +441,11 @@ def sample_rows(post: HierarchicalPosterior, idx: Tensor, noise) -> Tensor:
 def sample_posterior(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
                      cfg: PosteriorSamplingConfig, bound: BoundConfig, callback=None) -> Tensor:
     """Phase 3: clean codes (B * per_query, ...) for the queries ``idx`` (with their ``operator`` and ``y``)."""
+    logits = None
+    if post.components > 1 and cfg.component_weights == "bound":
+        logits = -component_bounds(prior, post, operator, y, idx, noise, bound, cfg.score_samples)
     with torch.no_grad():
-        _, z, _ = post.sample(prior, sample_rows(post, idx, noise), noise)
+        _, z, _ = post.sample(prior, sample_rows(post, idx, noise, logits), noise)
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     if cfg.guidance == "tweedie":
         return tweedie_guided_reverse_diffusion(prior, z, post.times[-1], noise, cfg.steps, cfg.eta, operator, y,
