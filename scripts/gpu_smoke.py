@@ -22,7 +22,8 @@ SHORT = {"steps": 3}
 VIPAINT_SHORT = {"fit_steps": 2, "bound": {"mc_samples": 2}, "sampling": {"steps": 3}}
 EXTRA = [("vipaint tweedie", "vipaint", {**VIPAINT_SHORT, "bound": {"mc_samples": 2, "reconstruction": "tweedie"},
                                           "sampling": {"steps": 3, "guidance": "tweedie"}}),
-         ("vipaint mixture", "vipaint", {**VIPAINT_SHORT, "components": 3, "init": {"start": "guided", "guided_steps": 2}}),
+         ("vipaint mixture", "vipaint", {**VIPAINT_SHORT, "components": 3,
+                                         "init": {"start": "guided", "guided_steps": 2}}),
          ("vipaint per-element gamma", "vipaint", {**VIPAINT_SHORT, "gamma_per_element": True})]
 
 

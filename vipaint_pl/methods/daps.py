@@ -79,8 +79,8 @@ class VEDenoiser:
         self.ve_sigma = (schedule.sigma(t) / schedule.alpha(t)).double()  # increasing in t
 
     def time(self, sigma: float) -> int:
-        i = int(torch.searchsorted(self.ve_sigma, torch.tensor([sigma], dtype=torch.float64, device=self.ve_sigma.device)).clamp(
-            max=len(self.ve_sigma) - 1))
+        query = torch.tensor([sigma], dtype=torch.float64, device=self.ve_sigma.device)
+        i = int(torch.searchsorted(self.ve_sigma, query).clamp(max=len(self.ve_sigma) - 1))
         if i > 0 and abs(float(self.ve_sigma[i - 1]) - sigma) < abs(float(self.ve_sigma[i]) - sigma):
             i -= 1
         return i
