@@ -89,6 +89,7 @@ ROWS = [
     ("CoPaint-TT", "copaint-tt", {}),
     ("ReSample", "resample", {}),
     ("DAPS", "daps", {"steps": 200}),  # the authors' 200 annealing steps (not capped at 100)
+    ("MGPS", "mgps", {"steps": 300}),  # the authors' 300 steps and their "gmm" context (not capped at 100)
 ]
 # VIPaint on the oracle: the exact Gaussian likelihood (the operator's sigma_y), more fit steps and samples
 VIPAINT_SETTINGS = {"fit_steps": 150, "bound": {"likelihood": "gaussian", "likelihood_scale": None, "mc_samples": 8},

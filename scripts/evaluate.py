@@ -14,7 +14,8 @@ DPS (the gradient goes through the decoder on the latent prior: latent-DPS), rep
 Blended Latent Diffusion on the latent prior), PSLD (250 DDIM steps, omega 1, gamma 0.1), RED-diff
 (100 Adam steps, lr 0.25, lambda 0.25, descending times), RePaint (250 steps, jump 10 x 10), CoPaint
 (250 DDIM steps, 2 steps on z_t each; CoPaint-TT adds jump 10 x 2) and ReSample (250 DDIM steps instead
-of the authors' 500, latent prior only, for its cost). A method added to the registry gets a row.
+of the authors' 500, latent prior only, for its cost), DAPS (the authors' 200 annealing steps) and MGPS (250 of
+the authors' 300 steps). A method added to the registry gets a row.
 
     python scripts/evaluate.py --images 10 --out outputs/evaluate
 """
@@ -82,7 +83,7 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
         ("Blended (replacement)", "blended", {}), ("PSLD", "psld", {}), ("RED-diff", "red-diff", {}),
         ("RePaint", "repaint", {}), ("CoPaint", "copaint", {}), ("CoPaint-TT", "copaint-tt", {}),
-        ("ReSample", "resample", {}), ("DAPS", "daps", {})]
+        ("ReSample", "resample", {}), ("DAPS", "daps", {}), ("MGPS", "mgps", {})]
 ROWS += [(name, name, {}) for name in METHODS if name not in {r[1] for r in ROWS}]
 DEFAULT_ROWS = [r[0] for r in ROWS if r[0] != "DPS (1000 steps)"]  # the 1000-step chain: for timing, on request
 CHAIN = 250
@@ -128,7 +129,7 @@ def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: n
             "diversity": float(pair.sum() / (n * (n - 1))), "digit_accuracy": float(acc)}
 
 
-def evaluate_prior(prior_name: str, images: int, methods: list[str], log) -> dict:
+def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first: int = 0) -> dict:
     kind, size = PRIORS[prior_name]
     prior = load_prior(kind, f"embedded:{prior_name}")
     net, clean_acc = train_classifier(size)
@@ -140,7 +141,7 @@ def evaluate_prior(prior_name: str, images: int, methods: list[str], log) -> dic
             if label not in methods or (name in LATENT_ONLY and not prior.is_latent):
                 continue
             rows = []
-            for i in range(images):
+            for i in range(first, first + images):
                 qname = f"{prior_name}/{i}"
                 mask = make_mask(mask_kind, size, size, np.random.default_rng(rng.query_seed(0, qname, mask_kind)))
                 y = Inpainting(mask[None])(x[i : i + 1])
@@ -150,6 +151,7 @@ def evaluate_prior(prior_name: str, images: int, methods: list[str], log) -> dic
                 metrics = image_metrics(samples, x[i : i + 1], int(labels[i]), net, stlpips, lpips)
                 rows.append(metrics | {"seconds": seconds})
             table["cells"][f"{mask_kind}/{label}"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            table.setdefault("per_image", {})[f"{mask_kind}/{label}"] = rows
             log(f"{prior_name} {mask_kind} {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in
                                                             table["cells"][f"{mask_kind}/{label}"].items()))
     return table
@@ -173,9 +175,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--images", type=int, default=10, help="held-out digits per mask kind")
     parser.add_argument("--priors", nargs="+", default=list(PRIORS), choices=list(PRIORS))
     parser.add_argument("--methods", nargs="+", default=DEFAULT_ROWS, choices=[r[0] for r in ROWS])
+    parser.add_argument("--first", type=int, default=0,
+                        help="index of the first held-out digit: --first 10 --images 10 runs digits 10-19, so a run can "
+                             "be extended (each query's noise depends on its index only; see scripts/merge_evaluate.py)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    results = {p: evaluate_prior(p, args.images, args.methods, lambda s: print(s, flush=True)) for p in args.priors}
+    results = {p: evaluate_prior(p, args.images, args.methods, lambda s: print(s, flush=True), args.first) for p in args.priors}
     table = markdown(results)
     print(table)
     for p, r in results.items():
@@ -184,7 +189,7 @@ def main(argv=None) -> dict:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"date": str(date.today()), "machine": platform.machine(), "torch_threads": torch.get_num_threads(),
-                "images": args.images, "samples": NUM_SAMPLES}
+                "images": args.images, "first": args.first, "samples": NUM_SAMPLES}
         (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
         (out / "results.md").write_text(table + "\n")
     return results

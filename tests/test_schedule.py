@@ -5,6 +5,7 @@ import torch
 from vipaint_pl.schedule import (
     DATA_TIME,
     NoiseSchedule,
+    bridge,
     gaussian_entropy,
     gaussian_kl,
     transition,
@@ -55,6 +56,37 @@ def test_ddpm_jump_transition_is_the_exact_gaussian_posterior(s, t):
     ref_mean, ref_std = _bayes_posterior(s, t, x.numpy(), z.numpy())
     np.testing.assert_allclose(mean.numpy(), ref_mean, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(std.numpy(), ref_std, rtol=1e-10, atol=1e-12)
+
+
+def _bridge_by_conditioning(m, u, t, z_m, z_t):
+    """q(z_u | z_m, z_t) by conditioning the forward chain's joint Gaussian (z_u, z_t) | z_m, in float64."""
+    ab = lambda i: float(S.alpha(i)) ** 2  # noqa: E731
+    a_um, a_tu = np.sqrt(ab(u) / ab(m)), np.sqrt(ab(t) / ab(u))
+    v_um, v_tu = 1 - ab(u) / ab(m), 1 - ab(t) / ab(u)
+    v_t = a_tu**2 * v_um + v_tu  # Var(z_t | z_m)
+    cov = a_tu * v_um  # Cov(z_u, z_t | z_m)
+    mean = a_um * z_m + cov / v_t * (z_t - a_tu * a_um * z_m)
+    return mean, np.sqrt(v_um - cov**2 / v_t)
+
+
+@pytest.mark.parametrize("m,u,t", [(100, 300, 600), (0, 1, 2), (250, 499, 999), (DATA_TIME, 400, 550)])
+def test_the_bridge_is_the_forward_chain_conditioned_on_both_ends(m, u, t):
+    z_m, z_t = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    mean, std = bridge(S, z_t, z_m, m, u, t)
+    ref_mean, ref_std = _bridge_by_conditioning(m, u, t, z_m.numpy(), z_t.numpy())
+    np.testing.assert_allclose(mean.numpy(), ref_mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(std.numpy(), ref_std, rtol=1e-10, atol=1e-12)
+    if m == DATA_TIME:
+        torch.testing.assert_close(mean, transition(S, z_t, z_m, u, t)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_a_bridge_to_its_own_start_returns_the_start():
+    z_m, z_t = torch.randn(3, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    mean, std = bridge(S, z_t, z_m, 300, 300, 700)
+    torch.testing.assert_close(mean, z_m, rtol=0, atol=1e-12)
+    assert float(std.max()) == 0.0
+    with pytest.raises(Exception, match="m <= u < t"):
+        bridge(S, z_t, z_m, 400, 300, 700)
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.2, 0.7, 1.0])

@@ -125,6 +125,26 @@ def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float
     return mean, per_sample(std, z_t).expand_as(mean)
 
 
+def bridge(schedule: NoiseSchedule, z_t: Tensor, z_m: Tensor, m, u, t) -> tuple[Tensor, Tensor]:
+    """Mean and std of q(z_u | z_m, z_t) for m < u < t: the forward chain conditioned on both ends.
+
+    With alphabar_{b|a} = alphabar_b / alphabar_a: var = (1 - alphabar_{t|u}) (1 - alphabar_{u|m}) /
+    (1 - alphabar_{t|m}), mean = c_t z_t + (sqrt(alphabar_{u|m}) - c_t sqrt(alphabar_{t|m})) z_m with
+    c_t = sqrt((1 - alphabar_{u|m} - var) / (1 - alphabar_{t|m})). At m = -1 (z_m the data) it is the
+    DDPM posterior ``transition(..., eta=1)``; at u = m it returns z_m (std 0).
+    """
+    m, u, t = torch.as_tensor(m), torch.as_tensor(u), torch.as_tensor(t)
+    if (m > u).any() or (u >= t).any():
+        raise ScheduleError(f"a bridge needs m <= u < t, got m={m.tolist()} u={u.tolist()} t={t.tolist()}")
+    ab_m, ab_u, ab_t = schedule._table(m), schedule._table(u), schedule._table(t)
+    ab_um, ab_tu, ab_tm = ab_u / ab_m, ab_t / ab_u, ab_t / ab_m
+    var = ((1 - ab_tu) * (1 - ab_um) / (1 - ab_tm)).clamp_min(0)
+    c_t = ((1 - ab_um - var).clamp_min(0) / (1 - ab_tm)).sqrt()
+    c_m = ab_um.sqrt() - c_t * ab_tm.sqrt()
+    mean = per_sample(c_t, z_t) * z_t + per_sample(c_m, z_t) * z_m
+    return mean, per_sample(var.sqrt(), z_t).expand_as(mean)
+
+
 def prior_transition(schedule: NoiseSchedule, z_t: Tensor, x0_hat: Tensor, s, t, eta: float = 1.0):
     """p(z_s | z_t) = q(z_s | z_t, x = x0_hat(z_t, t)) (VIPaint, Eq. 3)."""
     return transition(schedule, z_t, x0_hat, s, t, eta)

@@ -23,6 +23,7 @@ from .blended import BlendedConfig, blended_sample
 from .copaint import CoPaintConfig, CoPaintTTConfig, copaint_sample
 from .daps import DAPSConfig, daps_sample
 from .dps import DPSConfig, GMLDPSConfig, PSLDConfig, dps_sample
+from .mgps import MGPSConfig, mgps_sample
 from .red_diff import REDDiffConfig, REDDiffVConfig, red_diff_sample
 from .repaint import RePaintConfig, repaint_sample
 from .resample import ReSampleConfig, resample_sample
@@ -53,6 +54,7 @@ METHODS: dict[str, Method] = {
     "copaint-tt": Method(copaint_sample, CoPaintTTConfig, True, "CoPaint with time travel"),
     "resample": Method(resample_sample, ReSampleConfig, True, "ReSample (Song et al., ICLR 2024)"),
     "daps": Method(daps_sample, DAPSConfig, True, "DAPS (Zhang et al., CVPR 2025)"),
+    "mgps": Method(mgps_sample, MGPSConfig, True, "MGPS (Moufad et al., ICLR 2025)"),
 }
 
 

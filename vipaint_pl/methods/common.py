@@ -36,6 +36,14 @@ def predict_x0(prior, z: Tensor, t, clip: bool) -> Tensor:
     return x0.clamp(*bounds) if clip and bounds is not None else x0
 
 
+def prior_kind(prior) -> str:
+    """"latent", "pixel" (a prior with a data range) or "mixture" (vectors without one: the Gaussian-mixture
+    oracle): the key of methods' per-kind defaults."""
+    if prior.is_latent:
+        return "latent"
+    return "pixel" if getattr(prior, "x0_range", None) is not None else "mixture"
+
+
 def report(callback, step: int, **info) -> None:
     """Hand one step's state to the monitoring callback, if any."""
     if callback is not None:

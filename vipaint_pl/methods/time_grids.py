@@ -2,6 +2,7 @@
 
 - ``descending_times``: an even grid from a start time down to the data (DPS, Blended, PSLD, VIPaint's
   phase 2); ``training_grid``: an even grid over the training times (RED-diff).
+- ``midpoint_grid``: MGPS's increasing grid from the data.
 - ``hierarchy_times``: VIPaint's K keypoints Te > ... > Ts.
 - Time travel on a grid of reverse steps (RePaint's resampling schedule; Lugmayr et al., CVPR 2022, Alg. 1
   and Fig. 9-10), shared by RePaint, CoPaint-TT and (without jumps) ReSample.
@@ -45,6 +46,13 @@ def descending_times(t_start: int, steps: int, t_end: int = -1) -> list[int]:
 def training_grid(num_train_timesteps: int, steps: int) -> list[int]:
     """``steps`` times evenly spaced from T - 1 down to 0 (repeats allowed when steps > T)."""
     return torch.linspace(num_train_timesteps - 1, 0, steps).round().long().tolist()
+
+
+def midpoint_grid(num_train_timesteps: int, steps: int) -> list[int]:
+    """MGPS's grid, increasing: the authors' ``linspace(0, T - 1, steps)`` floored, on their scale where 0 is
+    the data, shifted to ours (-1 is the data); repeats dropped when steps > T."""
+    raw = torch.linspace(0, num_train_timesteps - 1, steps).long() - 1
+    return sorted(set(raw.tolist()))
 
 
 def hierarchy_times(k: int, times: list[int] | None = None, num_train_timesteps: int = 1000) -> list[int]:
