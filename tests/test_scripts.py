@@ -69,3 +69,21 @@ def test_every_registered_method_has_a_row_in_both_benchmarks():
 
     assert {name for _, name, _ in bench_gmm.rows()} - {None} == set(METHODS)
     assert {name for _, name, _ in evaluate.ROWS} == set(METHODS)
+
+
+def test_merged_evaluate_runs_weigh_each_run_by_its_images(tmp_path):
+    import json
+
+    from merge_evaluate import main as merge_main
+
+    cell = lambda v: {"psnr": v, "ssim": v, "st_lpips": v, "lpips": float("nan"), "diversity": v,  # noqa: E731
+                      "digit_accuracy": v, "seconds": v}
+    runs = [({"images": 10}, {"half/DPS": cell(20.0), "half/MGPS": cell(1.0)}), ({"images": 5}, {"half/DPS": cell(26.0)})]
+    paths = []
+    for i, (meta, cells) in enumerate(runs):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps({"meta": meta, "results": {"digits-pixel": {"cells": cells}}}))
+    merged = merge_main([str(p) for p in paths])["digits-pixel"]
+    assert merged["cells"]["half/DPS"]["psnr"] == pytest.approx(22.0)  # (10 x 20 + 5 x 26) / 15
+    assert merged["images"] == {"half/DPS": 15, "half/MGPS": 10}
+    assert merged["cells"]["half/MGPS"]["psnr"] == 1.0
