@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import markdown  # noqa: E402
+from evaluate import markdown
 
 
 def merge(runs: list[dict]) -> dict:

@@ -40,3 +40,14 @@ def check_finite(name: str, tensor) -> None:
     bad = ~torch.isfinite(tensor)
     if bad.any():
         raise VipaintError(f"{name} contains {int(bad.sum())} NaN or infinite values")
+
+
+def check_binary_mask(name: str, mask) -> None:
+    """Raise a ``MaskError`` unless ``mask`` holds only 0 (missing) and 1 (observed), with at least one 1."""
+    import torch
+
+    values = torch.unique(mask)
+    if not torch.isin(values, torch.tensor([0, 1], dtype=values.dtype, device=values.device)).all():
+        raise MaskError(f"{name} must be binary (0 = missing, 1 = observed); found values {values[:6].tolist()}")
+    if mask.sum() == 0:
+        raise MaskError(f"{name} has no observed pixel: nothing to condition on")

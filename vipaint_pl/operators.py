@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError, MaskError, ShapeError
+from .errors import ConfigError, MaskError, ShapeError, check_binary_mask
 
 
 class Operator(nn.Module):
@@ -65,11 +65,7 @@ class Inpainting(Operator):
             mask = mask[None]
         if mask.ndim not in (3, 4):
             raise MaskError(f"mask must have shape (H, W), (C, H, W) or (B, C, H, W); got {tuple(mask.shape)}")
-        values = torch.unique(mask)
-        if not torch.isin(values, torch.tensor([0.0, 1.0], dtype=values.dtype, device=values.device)).all():
-            raise MaskError(f"mask must be binary (0 = missing, 1 = observed); found values {values[:5].tolist()}")
-        if mask.sum() == 0:
-            raise MaskError("mask has no observed pixel: nothing to condition on")
+        check_binary_mask("mask", mask)
         self.register_buffer("mask", mask.float())
 
     def _mask_for(self, x: Tensor) -> Tensor:

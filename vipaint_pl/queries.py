@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .console import warn
-from .errors import MaskError, ShapeError, check_finite
+from .errors import ShapeError, check_binary_mask, check_finite
 
 
 def validate_mask(mask: Tensor, name: str = "mask") -> Tensor:
@@ -19,11 +19,7 @@ def validate_mask(mask: Tensor, name: str = "mask") -> Tensor:
     if mask.ndim != 3 or mask.shape[0] != 1:
         raise ShapeError(f"{name} must have shape (H, W) or (1, H, W), got {tuple(mask.shape)}")
     check_finite(name, mask.float())
-    values = torch.unique(mask)
-    if not torch.isin(values, torch.tensor([0, 1], dtype=values.dtype, device=values.device)).all():
-        raise MaskError(f"{name} must be binary (0 = missing, 1 = observed); found values {values[:6].tolist()}")
-    if mask.sum() == 0:
-        raise MaskError(f"{name} has no observed pixel: nothing to condition on")
+    check_binary_mask(name, mask)
     return mask.float()
 
 

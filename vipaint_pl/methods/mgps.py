@@ -78,7 +78,7 @@ class MGPSConfig(Settings):
     warm_start_from: float | None = bounded(None, low=0.0)  # fraction of T from which the z_1 fit runs
     sigma: float | None = bounded(None, low=0.0, low_open=True)  # None: the operator's sigma_y, else 0.05
 
-    def resolved(self, kind: str, sigma_y: float) -> "MGPSConfig":
+    def resolved(self, kind: str, sigma_y: float) -> MGPSConfig:
         """The config with every unset value filled in for this kind of prior and operator."""
         values = {k: v for k, v in KIND_DEFAULTS[kind].items() if getattr(self, k) is None}
         if self.sigma is None:
@@ -143,7 +143,7 @@ def mgps_sample(prior, operator, y: Tensor, noise, cfg: MGPSConfig, callback=Non
     schedule_rule = GRADIENT_STEPS[kind]
     z = start_noise(prior, operator, y, noise)
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
-    log_g = lambda x0: -fidelity.gaussian_nll(operator, prior.decode(x0), y, cfg.sigma)  # noqa: E731
+    log_g = lambda x0: -fidelity.gaussian_nll(operator, prior.decode(x0), y, cfg.sigma)
     T = prior.num_train_timesteps
     times = midpoint_grid(T, cfg.steps)
     n = len(times)
