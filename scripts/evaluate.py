@@ -80,6 +80,8 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
         ("VIPaint-2 Tweedie", "vipaint", {"k": 2, "bound": {"reconstruction": "tweedie"},
                                           "sampling": {"guidance": "tweedie", "eta": 1.0}}),
         ("VIPaint-2 eta 1", "vipaint", {"k": 2, "sampling": {"eta": 1.0}}),
+        ("VIPaint-2 eta 1, 100 steps, DPS 0.5", "vipaint", {"k": 2, "sampling": {"eta": 1.0, "steps": 100,
+                                                                                  "dps_step_size": 0.5}}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
         ("Blended (replacement)", "blended", {}), ("PSLD", "psld", {}), ("RED-diff", "red-diff", {}),
         ("RePaint", "repaint", {}), ("CoPaint", "copaint", {}), ("CoPaint-TT", "copaint-tt", {}),
@@ -129,14 +131,14 @@ def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: n
             "diversity": float(pair.sum() / (n * (n - 1))), "digit_accuracy": float(acc)}
 
 
-def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first: int = 0) -> dict:
+def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first: int = 0, masks=MASKS) -> dict:
     kind, size = PRIORS[prior_name]
     prior = load_prior(kind, f"embedded:{prior_name}")
     net, clean_acc = train_classifier(size)
     stlpips, lpips = PerceptualDistance("st-lpips"), lpips_or_none()
     x, labels = digits(size, "test")
     table: dict = {"classifier_test_accuracy": clean_acc, "cells": {}}
-    for mask_kind in MASKS:
+    for mask_kind in masks:
         for label, name, changes in ROWS:
             if label not in methods or (name in LATENT_ONLY and not prior.is_latent):
                 continue
@@ -175,12 +177,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--images", type=int, default=10, help="held-out digits per mask kind")
     parser.add_argument("--priors", nargs="+", default=list(PRIORS), choices=list(PRIORS))
     parser.add_argument("--methods", nargs="+", default=DEFAULT_ROWS, choices=[r[0] for r in ROWS])
+    parser.add_argument("--masks", nargs="+", default=list(MASKS), choices=list(MASKS))
     parser.add_argument("--first", type=int, default=0,
                         help="index of the first held-out digit: --first 10 --images 10 runs digits 10-19, so a run can "
                              "be extended (each query's noise depends on its index only; see scripts/merge_evaluate.py)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    results = {p: evaluate_prior(p, args.images, args.methods, lambda s: print(s, flush=True), args.first) for p in args.priors}
+    results = {p: evaluate_prior(p, args.images, args.methods, lambda s: print(s, flush=True), args.first,
+                                 args.masks) for p in args.priors}
     table = markdown(results)
     print(table)
     for p, r in results.items():
@@ -189,7 +193,7 @@ def main(argv=None) -> dict:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"date": str(date.today()), "machine": platform.machine(), "torch_threads": torch.get_num_threads(),
-                "images": args.images, "first": args.first, "samples": NUM_SAMPLES}
+                "images": args.images, "first": args.first, "masks": args.masks, "samples": NUM_SAMPLES}
         (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
         (out / "results.md").write_text(table + "\n")
     return results
