@@ -6,7 +6,7 @@ evaluation timed alone at its own batch size, summed), the overhead = wall / flo
 allocator on a GPU; the process's resident set, sampled every 2 ms, on a CPU). Parts:
 
 - ``methods``: every registered method on both embedded priors, one query of 10 samples, the method's defaults
-  with chains capped at ``--chain`` steps (VIPaint: its 100 fit steps, then its 50 sampling steps);
+  with chains capped at ``--chain`` steps (VIPaint: its 100 fit steps, then its sampling steps);
 - ``cost``: VIPaint-2 with the paper's settings against DPS with the authors' 1000 steps and PSLD (1000 DDIM
   steps), side by side on the latent prior, one query of 10 samples each;
 - ``batch``: VIPaint-2 and DPS with 1, 2, 4, 8 queries of 10 samples (throughput against one query), and
@@ -41,6 +41,7 @@ import torch
 
 from vipaint_pl.masks import make_mask
 from vipaint_pl.methods import METHODS, method_config, run_method
+from vipaint_pl.methods.vipaint import PAPER_SAMPLING
 from vipaint_pl.operators import Inpainting
 from vipaint_pl.priors import load_prior
 from vipaint_pl.profiling import NetworkCounter, PeakMemory
@@ -130,7 +131,8 @@ def part_cost(args, log) -> list[dict]:
     prior, size = embedded("digits-latent")
     op, y = query(prior, size, 1)
     rows = []
-    for label, name, changes in [("VIPaint-2", "vipaint", {"k": 2}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
+    for label, name, changes in [("VIPaint-2", "vipaint", {"k": 2, "sampling": PAPER_SAMPLING}),
+                                 ("DPS (1000 steps)", "dps", {"steps": 1000}),
                                  ("PSLD (1000 steps)", "psld", {"steps": 1000})]:
         r = {"part": "cost", "prior": "digits-latent", "method": label,
              **measure(prior, name, method_config(name, changes), op, y, floor=False)}

@@ -9,7 +9,8 @@ small CNN, trained here on the train split, assigns to the true digit. Masks (wh
 small (<= 20 % missing), random (40-80 %), half (a half-plane at a random angle), seeded per image.
 
 Methods: every method of ``vipaint_pl.methods.METHODS`` with its defaults, chains capped at 250 steps:
-VIPaint-2 and VIPaint-4 (100 Adam steps on the bound, then 50 reverse steps from Ts with DPS),
+VIPaint-2 and VIPaint-4 (100 Adam steps on the bound, then 100 DDPM steps from Ts with DPS 0.5; "paper
+sampling": 50 DDIM steps at eta 0.2 with DPS 1),
 DPS (the gradient goes through the decoder on the latent prior: latent-DPS), replacement (Blended;
 Blended Latent Diffusion on the latent prior), PSLD (250 DDIM steps, omega 1, gamma 0.1), RED-diff
 (100 Adam steps, lr 0.25, lambda 0.25, descending times), RePaint (250 steps, jump 10 x 10), CoPaint
@@ -38,6 +39,7 @@ from vipaint_pl import rng
 from vipaint_pl.datasets import digits
 from vipaint_pl.masks import make_mask
 from vipaint_pl.methods import METHODS, method_config, run_method
+from vipaint_pl.methods.vipaint import PAPER_SAMPLING
 from vipaint_pl.operators import Inpainting
 from vipaint_pl.perceptual import PerceptualDistance
 from vipaint_pl.priors import load_prior
@@ -79,7 +81,8 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
                                           "sampling": {"guidance": "tweedie", "eta": 1.0}}),
         ("VIPaint-2 Tweedie", "vipaint", {"k": 2, "bound": {"reconstruction": "tweedie"},
                                           "sampling": {"guidance": "tweedie", "eta": 1.0}}),
-        ("VIPaint-2 eta 1", "vipaint", {"k": 2, "sampling": {"eta": 1.0}}),
+        ("VIPaint-2 paper sampling", "vipaint", {"k": 2, "sampling": PAPER_SAMPLING}),
+        ("VIPaint-2 eta 1", "vipaint", {"k": 2, "sampling": {**PAPER_SAMPLING, "eta": 1.0}}),
         ("VIPaint-2 eta 1, 100 steps, DPS 0.5", "vipaint", {"k": 2, "sampling": {"eta": 1.0, "steps": 100,
                                                                                   "dps_step_size": 0.5}}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),

@@ -43,6 +43,8 @@ from .time_grids import hierarchy_times
 # single time weighted by (T - Te) / 2, and no entropy term.
 PAPER_L1_SCALE = 2 * 0.566**2 * 1000
 PAPER_BETA = 100.0
+# The paper's sampler below Ts (the official code): 50 DDIM steps at eta 0.2, each with a DPS step of 1
+PAPER_SAMPLING = {"steps": 50, "dps_step_size": 1.0, "eta": 0.2}
 
 
 @dataclass
@@ -100,12 +102,15 @@ class OptimConfig(Settings):
 class PosteriorSamplingConfig(Settings):
     """Phase 3 (Sec. 4.3): ancestral sampling through the hierarchy, then DPS-guided steps from Ts to 0."""
 
-    steps: int = bounded(50, low=1)  # reverse steps from Ts to the data
+    # Defaults: the best configuration measured on held-out digits (BENCHMARKS.md, "Which VIPaint for the
+    # defaults"): 100 DDPM steps (eta 1) with DPS 0.5; the paper's sampler is PAPER_SAMPLING (50 steps, DPS 1,
+    # DDIM eta 0.2; configs/method/vipaint_paper.yaml)
+    steps: int = bounded(100, low=1)  # reverse steps from Ts to the data
     # "dps": z_s -= dps_step_size * grad ||y - A(D(x0))|| (the paper); "tweedie": every step conditioned on y
     # by Tweedie's formula with the bound's likelihood width (no step size to tune)
     guidance: Literal["dps", "tweedie"] = "dps"
-    dps_step_size: float = bounded(1.0, low=0.0)  # 0 disables the DPS gradient
-    eta: float = bounded(0.2, low=0.0, high=1.0)  # DDIM eta of the reverse steps
+    dps_step_size: float = bounded(0.5, low=0.0)  # 0 disables the DPS gradient
+    eta: float = bounded(1.0, low=0.0, high=1.0)  # DDIM eta of the reverse steps (1: DDPM)
     # A mixture's component weights at sampling time: "learned" (the fitted logits) or "bound" (pi_m proportional
     # to exp(-bound of component m alone), each bound estimated with ``score_samples`` draws: the weights that
     # maximize a lower bound on the mixture's bound, exact when the components do not overlap)
