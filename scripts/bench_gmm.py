@@ -78,6 +78,10 @@ ROWS = [
     ("VIPaint-2 mixture-16, bound weights", "vipaint", {
         "k": 2, "components": 16, "init": {"start": "guided"}, "optim": {"lr_weights": 0.5},
         "bound": {"reconstruction": "tweedie"}, "sampling": {"guidance": "tweedie", "component_weights": "bound"}}),
+    ("VIPaint-2 mixture, optimal weights", "vipaint", {
+        "k": 2, "components": 8, "init": {"start": "mixed"}, "optim": {"lr_weights": 0.5},
+        "bound": {"reconstruction": "tweedie", "time_sampling": "importance"},
+        "sampling": {"guidance": "tweedie", "component_weights": "optimal", "score_samples": 256}}),
     ("DPS", "dps", {}),
     ("DPS (squared)", "dps", {"loss": "squared"}),
     ("Blended (replacement)", "blended", {}),

@@ -66,6 +66,9 @@ class BoundConfig(Settings):
     # ~ -log N(y; A D(x0hat(z_Ts)), (std^2 + sigma_Ts^2) I), the width of x0 given z_Ts added (unit-variance
     # data), as the "tweedie" sampler below Ts has it
     reconstruction: Literal["one_step", "tweedie"] = "one_step"
+    # the diffusion term's time: "uniform" (the paper) or "importance" (drawn by the VLB's own step weights, the
+    # same expectation with far less variance; ``diffusion_loss``)
+    time_sampling: Literal["uniform", "importance"] = "uniform"
 
 
 @dataclass
@@ -75,8 +78,9 @@ class InitConfig(Settings):
     # "observation": mu_s = alpha_s enc(A^+ y) + noise_scale * sigma_s * noise (the paper);
     # "guided": each component's top mean is a draw of the Tweedie-guided chain from T to Te (close to
     # p(z_Te | y), so components start in different modes), lower means alpha_s times its x0 estimate
-    start: Literal["observation", "guided"] = "observation"
+    start: Literal["observation", "guided", "resampled", "mixed"] = "observation"
     guided_steps: int = bounded(20, low=1)  # reverse steps from T to Te for the "guided" start
+    candidates: int = bounded(64, low=1)  # prior samples per query for the "resampled" start
     noise_scale: float = bounded(0.5, low=0.0)
     lower_std_factor: float = bounded(0.7, low=0.0, low_open=True)  # tau_s = factor * std of p(z_s | z_t)
     gamma: float = 4.0  # sigmoid(4) = 0.98: start close to the prior's own transition
@@ -114,7 +118,9 @@ class PosteriorSamplingConfig(Settings):
     # A mixture's component weights at sampling time: "learned" (the fitted logits) or "bound" (pi_m proportional
     # to exp(-bound of component m alone), each bound estimated with ``score_samples`` draws: the weights that
     # maximize a lower bound on the mixture's bound, exact when the components do not overlap)
-    component_weights: Literal["learned", "bound"] = "learned"
+    # "optimal": the weights that maximize the mixture's bound for the fitted components (``optimal_mixture_weights``:
+    # as "bound" for separate components, and components on the same mode share its weight)
+    component_weights: Literal["learned", "bound", "optimal"] = "learned"
     score_samples: int = bounded(64, low=1)
 
 
@@ -216,12 +222,17 @@ class HierarchicalPosterior(nn.Module):
         return logq
 
 
-def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor) -> Tensor:
+def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor, time_sampling: str = "uniform") -> Tensor:
     """Unbiased one-sample estimate of -log p(z_Te) <= L_(Te,T)(z_Te) + KL(q(z_T | z_Te) || N(0, I)).
 
-    The diffusion VLB with z_Te as the data (Eq. 14): t ~ U{Te+1, ..., T-1} (from u in [0, 1)),
+    The diffusion VLB with z_Te as the data (Eq. 14): a time t in {Te+1, ..., T-1} (from u in [0, 1)),
     z_t ~ q(z_t | z_Te); for t - 1 > Te the term is KL(q(z_{t-1} | z_t, z_Te) || p(z_{t-1} | z_t)),
-    for t - 1 = Te it is -log p(z_Te | z_{Te+1}); each is multiplied by the number of terms T - 1 - Te.
+    for t - 1 = Te it is -log p(z_Te | z_{Te+1}).
+    - ``time_sampling="uniform"`` (the paper): t uniform, the term times the number of terms T - 1 - Te.
+    - ``"importance"``: t ~ r(t) = (1 / n + sqrt(w_t) / sum sqrt(w)) / 2 with w_t = SNR(t-1) - SNR(t) relative to
+      z_Te (the VLB's own weight of step t; Kingma et al., NeurIPS 2021), the term divided by r(t); the last term's
+      constant, -log of p(z_Te | z_{Te+1})'s normalizer, is added exactly instead of sampled. The same
+      expectation with far less variance: the steps next to Te carry most of the bound.
     """
     sch, T = prior.schedule, prior.num_train_timesteps
     n = T - 1 - te
@@ -233,7 +244,13 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor) -> Ten
     prior_T = prior_T.flatten(1).sum(1)
     if n <= 0:
         return prior_T
-    t = te + 1 + torch.clamp((u * n).floor().long(), max=n - 1).cpu()
+    if time_sampling == "importance":
+        proposal = _time_proposal(sch, te, T)
+        i = torch.searchsorted(proposal.cumsum(0), u.cpu().double().clamp_max(1 - 1e-12)).clamp_max(n - 1)
+        t, scale = te + 1 + i, 1 / proposal[i]
+    else:
+        t = te + 1 + torch.clamp((u * n).floor().long(), max=n - 1).cpu()
+        scale = torch.full(t.shape, float(n), dtype=torch.float64)
     a_t, v_t = rel(t)
     a_s, v_s = rel(t - 1)
     z_t = view(a_t) * z_e + view(v_t.sqrt()) * noise
@@ -244,8 +261,27 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor) -> Ten
     q_std = (v_s - cov**2 / v_t).clamp_min(0).sqrt()
     last = (t - 1 == te).to(z_e.device)
     kl = gaussian_kl(q_mean, view(q_std.clamp_min(1e-12)).expand_as(q_mean), p_mean, p_std).flatten(1).sum(1)
-    nll = (0.5 * ((z_e - p_mean) / p_std) ** 2 + torch.log(p_std) + 0.9189385332).flatten(1).sum(1)
-    return n * torch.where(last, nll, kl) + prior_T
+    quadratic = (0.5 * ((z_e - p_mean) / p_std) ** 2).flatten(1).sum(1)
+    normalizer = (torch.log(p_std) + 0.9189385332).flatten(1).sum(1)  # depends on t alone
+    if time_sampling != "importance":
+        return view(scale).flatten() * torch.where(last, quadratic + normalizer, kl) + prior_T
+    d = z_e[0].numel()
+    last_normalizer = d * (float(torch.log(transition_std(sch, te, te + 1, 1.0))) + 0.9189385332)
+    return view(scale).flatten() * torch.where(last, quadratic, kl) + last_normalizer + prior_T
+
+
+def _time_proposal(sch, te: int, T: int) -> Tensor:
+    """r(t) over t = Te+1, ..., T-1 for ``diffusion_loss``'s importance sampling (float64, sums to 1)."""
+    t = torch.arange(te + 1, T)
+    snr = lambda t: sch.alpha(t) ** 2 / (sch.sigma(t) ** 2 - (sch.alpha(t) / sch.alpha(te)) ** 2  # noqa: E731
+                                         * sch.sigma(te) ** 2) / sch.alpha(te) ** 2
+    w = torch.zeros(len(t), dtype=torch.float64)
+    if len(t) > 1:
+        w[1:] = (snr(t[1:] - 1) - snr(t[1:])).double()
+        w[0] = w[1]  # the last term has no finite SNR step; weigh it as its neighbour
+    uniform = torch.full_like(w, 1 / len(t))
+    w = w.clamp_min(0).sqrt()  # the square root of the weights: measured lower variance than the weights
+    return 0.5 * uniform + 0.5 * (w / w.sum() if w.sum() > 0 else uniform)
 
 
 def likelihood_scale(operator, cfg: BoundConfig) -> float:
@@ -316,7 +352,7 @@ def _sample_terms(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
     recon = reconstruction_loss(operator.repeat_interleave(noise.per_query), x, noise.repeat(y), cfg, perceptual,
                                 float(prior.schedule.sigma(posterior.times[-1])))
     u = (noise.rand(z_top).view(-1, M, S) + torch.arange(S, device=z_top.device, dtype=torch.float64)) / S  # stratified t
-    diff = diffusion_loss(prior, z_top, posterior.times[0], u.flatten(), noise.like(z_top))
+    diff = diffusion_loss(prior, z_top, posterior.times[0], u.flatten(), noise.like(z_top), cfg.time_sampling)
     return z_top, recon, diff, kl, path
 
 
@@ -327,23 +363,50 @@ def _log_prior_path(path, like: Tensor) -> Tensor:
     return sum(-(0.5 * ((z - m) / sd) ** 2 + torch.log(sd) + 0.9189385332).flatten(1).sum(1) for m, sd, z in path)
 
 
+def _component_draws(prior, posterior: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
+                     cfg: BoundConfig, samples: int):
+    """``samples`` draws from every component of the queries ``idx`` (the same draws for every component, in
+    chunks of ``cfg.mc_samples``): per draw, the estimate of -log p(y, z) and log q_j(z) under every component j
+    of its query. Returns (B, M, S) and (B, M, S, M)."""
+    M, S = posterior.components, cfg.mc_samples
+    rows = posterior.component_rows(idx)
+    energies, log_qs = [], []
+    for c in range(-(-samples // S)):
+        shared = SharedAcrossComponents(noise.stream(f"score/{c}", per_query=S), M)
+        z_top, recon, diff, _, path = _sample_terms(prior, posterior, operator, y, rows, shared, S, cfg, None, False)
+        logq = posterior.log_density(rows.repeat_interleave(shared.per_query, 0), z_top, path)
+        energies.append((recon + diff - _log_prior_path(path, recon)).view(len(idx), M, S))
+        log_qs.append(logq.view(len(idx), M, S, M))
+    return torch.cat(energies, 2), torch.cat(log_qs, 2)
+
+
 @torch.no_grad()
 def component_bounds(prior, posterior: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
                      cfg: BoundConfig, samples: int) -> Tensor:
     """Each component's own bound (Eq. 13 for q_m alone, beta = 1), (B, M): the mean over ``samples`` draws of
     -log p(y | z) + log q_m(z) - log p(z), drawn in chunks of ``cfg.mc_samples`` with the same draws for every
     component (so that the components' bounds differ by their parameters, not by their noise)."""
-    M, S = posterior.components, cfg.mc_samples
-    rows = posterior.component_rows(idx)
-    own = torch.arange(M, device=rows.device).repeat(len(idx)).repeat_interleave(S)  # each sample's component
-    total, chunks = 0.0, -(-samples // S)
-    for c in range(chunks):
-        shared = SharedAcrossComponents(noise.stream(f"score/{c}", per_query=S), M)
-        z_top, recon, diff, _, path = _sample_terms(prior, posterior, operator, y, rows, shared, S, cfg, None, False)
-        logq = posterior.log_density(rows.repeat_interleave(shared.per_query, 0), z_top, path)
-        log_q_own = logq.gather(1, own[:, None]).squeeze(1)
-        total = total + (recon + diff + log_q_own - _log_prior_path(path, log_q_own)).view(len(idx), M, S).mean(2)
-    return total / chunks
+    energy, log_q = _component_draws(prior, posterior, operator, y, idx, noise, cfg, samples)
+    return (energy + torch.diagonal(log_q, dim1=1, dim2=3).transpose(1, 2)).mean(2)
+
+
+@torch.no_grad()
+def optimal_mixture_weights(energy: Tensor, log_q: Tensor, iterations: int = 50) -> Tensor:
+    """The log-weights that maximize the mixture's bound for fixed components, (B, M).
+
+    With F_m(pi) = E_{q_m}[log p(y, z) - log sum_j pi_j q_j(z)], the bound sum_m pi_m F_m(pi) is largest where
+    F_m is the same for every component with weight (its Lagrange condition), the fixed point of
+    log pi_m <- log pi_m + F_m(pi), normalized. Components that do not overlap get pi_m proportional to
+    exp(ELBO_m) in one step; c components on the same mode share that mode's weight instead of multiplying it.
+    ``energy`` (B, M, S): -log p(y, z) of draws from each component; ``log_q`` (B, M, S, M): log q_j of each.
+    """
+    log_pi = torch.full(energy.shape[:2], -float(torch.log(torch.tensor(float(energy.shape[1])))),
+                        dtype=torch.float64, device=energy.device)
+    energy, log_q = energy.double(), log_q.double()
+    for _ in range(iterations):
+        log_q_pi = torch.logsumexp(log_pi[:, None, None, :] + log_q, dim=3)  # (B, M, S)
+        log_pi = torch.log_softmax(log_pi - (energy + log_q_pi).mean(2), dim=1)
+    return log_pi
 
 
 def vipaint_bound(prior, posterior: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
@@ -402,6 +465,15 @@ def init_posterior(prior, operator, y: Tensor, noise, cfg: VIPaintConfig) -> Hie
         anchors = init.repeat(prior.encode(operator.pinv(y)).float())
         post.initialize(prior, anchors, cfg.init, init)
         return post
+    if cfg.init.start in ("resampled", "mixed"):
+        n = M if cfg.init.start == "resampled" else M - M // 2  # "mixed": the last M - M // 2 components
+        candidates = noise.stream("init/candidates", per_query=cfg.init.candidates)
+        resampled = resampled_starts(prior, operator, y, candidates, n, cfg)
+        resampled = torch.cat([resampled.new_zeros(y.shape[0], M - n, *resampled.shape[1:]),
+                               resampled.view(y.shape[0], n, *resampled.shape[1:])], 1).flatten(0, 1)
+        if cfg.init.start == "resampled":
+            post.initialize(prior, resampled, cfg.init, init)
+            return post
     # "guided": M draws of the Tweedie-guided chain from T - 1 to Te per query; each component is centred on
     # one draw at Te and on alpha_s times that draw's x0 estimate below
     z_top = tweedie_guided_reverse_diffusion(prior, init.randn(post.mu.shape[2:], y), prior.num_train_timesteps - 1,
@@ -410,7 +482,47 @@ def init_posterior(prior, operator, y: Tensor, noise, cfg: VIPaintConfig) -> Hie
     anchors = prior.predict_x0(z_top, times[0]).float()
     post.initialize(prior, anchors, cfg.init.replace(noise_scale=0.0), init)
     post.mu[0] = z_top.float()
+    if cfg.init.start == "mixed":  # the second half of each query's components from the resampled starts
+        half = torch.arange(M, device=y.device).repeat(y.shape[0]) >= M // 2
+        guided = post.mu.detach().clone()
+        post.initialize(prior, resampled, cfg.init, init)
+        post.mu.copy_(torch.where(per_sample(half, guided[0])[None] > 0, post.mu, guided))
     return post
+
+
+def tempered(log_w: Tensor, ess: float, iterations: int = 40) -> Tensor:
+    """lambda * log_w per row, with the largest lambda in (0, 1] whose weights keep an effective sample size
+    (sum w)^2 / sum w^2 of at least ``ess`` (bisection on log lambda): a sharp likelihood then still leaves
+    ``ess`` distinct candidates to resample (the bound's weights correct the tempering's bias later)."""
+    def ess_of(lam):
+        w = torch.softmax(lam[:, None] * log_w, dim=1)
+        return 1 / w.pow(2).sum(1)
+
+    lo = torch.full(log_w.shape[:1], -30.0, dtype=log_w.dtype, device=log_w.device)  # log lambda
+    hi = torch.zeros_like(lo)
+    ok = ess_of(hi.exp()) >= ess
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        good = ess_of(mid.exp()) >= ess
+        lo, hi = torch.where(good, mid, lo), torch.where(good, hi, mid)
+    return torch.where(ok, hi, lo).exp()[:, None] * log_w
+
+
+@torch.no_grad()
+def resampled_starts(prior, operator, y: Tensor, candidates, M: int, cfg: VIPaintConfig) -> Tensor:
+    """M anchors per query by sampling importance resampling: ``candidates.per_query`` prior samples (the
+    unguided chain from T, ``init.guided_steps`` steps), weighted by the likelihood p(y | x) of the bound, M of
+    them kept by systematic resampling. Returns (B * M, *latent_shape)."""
+    B, P = y.shape[0], candidates.per_query
+    shape = code_shape(prior, operator, y)
+    z0 = guided_reverse_diffusion(prior, candidates.randn(shape, y), prior.num_train_timesteps - 1, candidates,
+                                  cfg.init.guided_steps, 0.0, 1.0, None)
+    nll = reconstruction_loss(operator.repeat_interleave(P), prior.decode(z0), candidates.repeat(y),
+                              cfg.bound.replace(reconstruction="one_step", perceptual="none"))
+    cdf = torch.softmax(tempered(-nll.view(B, P).double(), M), dim=1).cumsum(1)
+    u = (candidates.stream("resample", per_query=1).rand(cdf)[:, None] + torch.arange(M, device=y.device)) / M
+    pick = torch.searchsorted(cdf, u.to(cdf.dtype)).clamp_max(P - 1)  # (B, M)
+    return z0.view(B, P, *shape)[torch.arange(B, device=y.device)[:, None], pick].flatten(0, 1).float()
 
 
 def make_optimizer(post: HierarchicalPosterior, cfg: OptimConfig, steps: int):
@@ -449,6 +561,9 @@ def sample_posterior(prior, post: HierarchicalPosterior, operator, y: Tensor, id
     logits = None
     if post.components > 1 and cfg.component_weights == "bound":
         logits = -component_bounds(prior, post, operator, y, idx, noise, bound, cfg.score_samples)
+    elif post.components > 1 and cfg.component_weights == "optimal":
+        logits = optimal_mixture_weights(*_component_draws(prior, post, operator, y, idx, noise, bound,
+                                                           cfg.score_samples))
     with torch.no_grad():
         _, z, _ = post.sample(prior, sample_rows(post, idx, noise, logits), noise)
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
