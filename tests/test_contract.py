@@ -19,11 +19,17 @@ from vipaint_pl.operators import Inpainting
 from vipaint_pl.priors import load_prior
 
 NAMES = sorted(METHODS)
+# VIPaint's mixture with the starts and weights that draw extra random streams: on the same contract
+VIPAINT_MIXTURE = {"components": 3, "init": {"start": "mixed", "candidates": 5},
+                   "bound": {"time_sampling": "importance"}, "sampling": {"component_weights": "optimal",
+                                                                          "score_samples": 4}}
+CASES = [(name, None) for name in NAMES] + [("vipaint", VIPAINT_MIXTURE)]
+CASE_IDS = NAMES + ["vipaint-mixture"]
 
 
-def quick_config(name: str, tiny_prior: bool = True):
-    """The method's defaults with every chain and inner loop cut to a few steps."""
-    cfg = method_config(name).quick(4)
+def quick_config(name: str, tiny_prior: bool = True, changes: dict | None = None):
+    """The method's defaults (with ``changes``) with every chain and inner loop cut to a few steps."""
+    cfg = method_config(name, changes).quick(4)
     if name == "vipaint" and tiny_prior:  # a hierarchy the tiny 40-step prior has room for
         cfg = cfg.replace(times=[30, 20])
     return cfg
@@ -41,10 +47,10 @@ def test_shape_finite_values_and_the_same_seed_gives_the_same_samples(problem, n
     assert not torch.allclose(first, other)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_a_query_alone_equals_the_same_query_inside_a_batch(problem, name):
+@pytest.mark.parametrize(("name", "changes"), CASES, ids=CASE_IDS)
+def test_a_query_alone_equals_the_same_query_inside_a_batch(problem, name, changes):
     prior, op, y, _ = problem
-    cfg = quick_config(name, tiny_prior=False)
+    cfg = quick_config(name, tiny_prior=False, changes=changes)
     alone = run_method(name, prior, op, y, 3, names=["b"], config=cfg)
     batch = run_method(name, prior, op, torch.cat([-y, y, 2 * y]), 3, names=["a", "b", "c"], config=cfg)
     torch.testing.assert_close(batch[3:6], alone, rtol=1e-5, atol=1e-6)
@@ -64,10 +70,11 @@ def tiny_queries(tmp_path_factory):
     return root, truth, masks, [q.name for q in data.queries]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_cli_api_and_benchmark_give_the_same_samples_for_one_seed(tiny_queries, name):
+@pytest.mark.parametrize(("name", "changes"), CASES, ids=CASE_IDS)
+def test_cli_api_and_benchmark_give_the_same_samples_for_one_seed(tiny_queries, name, changes):
     root, truth, masks, names = tiny_queries
-    cfg = quick_config(name)
+    cfg = quick_config(name, changes=changes)
+    tag = name if changes is None else f"{name}-variant"
     prior = load_prior("pixel", str(root / "prior"))
     # the benchmarks' path: the registry's sampler, decoded
     with torch.no_grad() if not METHODS[name].needs_grad else torch.enable_grad():
@@ -86,13 +93,13 @@ def test_cli_api_and_benchmark_give_the_same_samples_for_one_seed(tiny_queries, 
     model["init_args"] |= {"prior": {"kind": "pixel", "source": str(root / "prior")}, "seed": 3,
                            "output": {"num_samples": 2, "paste_observed": False}}
     config = {"model": model, "data": {"images": str(root / "images"), "mask_kind": "half", "channels": 3,
-                                       "output_dir": str(root / f"cli_{name}")},
-              "trainer": {"default_root_dir": str(root / f"runs_{name}"), "logger": False, "enable_progress_bar": False,
+                                       "output_dir": str(root / f"cli_{tag}")},
+              "trainer": {"default_root_dir": str(root / f"runs_{tag}"), "logger": False, "enable_progress_bar": False,
                           "accelerator": "cpu"}}
-    path = root / f"{name}.yaml"
+    path = root / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(config))
     main(["inpaint", "--config", str(path)])
-    cli = torch.stack([torch.load(root / f"cli_{name}" / n / "result.pt")["samples"] for n in names])
+    cli = torch.stack([torch.load(root / f"cli_{tag}" / n / "result.pt")["samples"] for n in names])
     torch.testing.assert_close(api, bench, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(cli, bench, rtol=1e-4, atol=1e-4)
 
