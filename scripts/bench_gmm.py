@@ -82,6 +82,10 @@ ROWS = [
         "k": 2, "components": 8, "init": {"start": "mixed"}, "optim": {"lr_weights": 0.5},
         "bound": {"reconstruction": "tweedie", "time_sampling": "importance"},
         "sampling": {"guidance": "tweedie", "component_weights": "optimal", "score_samples": 256}}),
+    ("VIPaint-1 mixture, optimal weights", "vipaint", {
+        "k": 1, "components": 8, "init": {"start": "mixed"}, "optim": {"lr_weights": 0.5},
+        "bound": {"reconstruction": "tweedie", "time_sampling": "importance"},
+        "sampling": {"guidance": "tweedie", "component_weights": "optimal", "score_samples": 256}}),
     ("DPS", "dps", {}),
     ("DPS (squared)", "dps", {"loss": "squared"}),
     ("Blended (replacement)", "blended", {}),
