@@ -65,6 +65,7 @@ def make_problem(setting: str, d_x: int, d_y: int, seed: int):
 # The rows: (label, registry name or None for prior samples, changes to the method's defaults).
 ROWS = [
     ("prior (reference)", None, {}),
+    ("exact posterior (floor)", "exact", {}),  # 1k exact samples of another seed: the metrics' sampling noise
     ("VIPaint-1", "vipaint", {"k": 1}),
     ("VIPaint-2", "vipaint", {"k": 2}),
     ("VIPaint-4", "vipaint", {"k": 4}),
@@ -130,6 +131,9 @@ def methods(quick: bool) -> dict:
     for label, name, changes in rows():
         if name is None:
             out[label] = lambda prior, op, y, seed: prior.sample(N_METHOD, torch.Generator().manual_seed(seed))
+        elif name == "exact":
+            out[label] = lambda prior, op, y, seed: prior.exact_posterior(op, y, op.sigma_y).sample(
+                N_METHOD, torch.Generator().manual_seed(seed + 99))
         else:
             out[label] = sampler(name, row_config(name, changes, chain))
     return out

@@ -36,8 +36,10 @@ def test_image_metrics_on_exact_and_shifted_samples():
 def test_quick_cell_vipaint_and_dps_beat_prior_samples(capsys):
     import bench_gmm
 
-    cell = bench_gmm.main(["--quick", "--methods", "prior (reference)", "VIPaint-2", "VIPaint-4", "DPS"])[0]["methods"]
+    cell = bench_gmm.main(["--quick", "--methods", "prior (reference)", "exact posterior (floor)", "VIPaint-2",
+                           "VIPaint-4", "DPS"])[0]["methods"]
     ref = cell["prior (reference)"]["max_sw2"]
+    assert cell["exact posterior (floor)"]["max_sw2"] < 0.1 * ref  # exact samples: only the metric's own noise
     for name in ("VIPaint-2", "VIPaint-4", "DPS"):
         assert cell[name]["max_sw2"] < 0.25 * ref, (name, cell[name], ref)
     assert "| svd | 8 | 2 | DPS |" in capsys.readouterr().out
@@ -67,7 +69,7 @@ def test_every_registered_method_has_a_row_in_both_benchmarks():
 
     from vipaint_pl.methods import METHODS
 
-    assert {name for _, name, _ in bench_gmm.rows()} - {None} == set(METHODS)
+    assert {name for _, name, _ in bench_gmm.rows()} - {None, "exact"} == set(METHODS)
     assert {name for _, name, _ in evaluate.ROWS} == set(METHODS)
 
 
