@@ -87,6 +87,10 @@ ROWS = [
         "k": 1, "components": 8, "init": {"start": "mixed"}, "optim": {"lr_weights": 0.5},
         "bound": {"reconstruction": "tweedie", "time_sampling": "importance"},
         "sampling": {"guidance": "tweedie", "component_weights": "optimal", "score_samples": 256}}),
+    ("VIPaint-2 mixture, optimal weights, gate lr 0.1", "vipaint", {
+        "k": 2, "components": 8, "init": {"start": "mixed"}, "optim": {"lr_weights": 0.5, "lr_gamma": 0.1},
+        "bound": {"reconstruction": "tweedie", "time_sampling": "importance"},
+        "sampling": {"guidance": "tweedie", "component_weights": "optimal", "score_samples": 256}}),
     ("DPS", "dps", {}),
     ("DPS (squared)", "dps", {"loss": "squared"}),
     ("Blended (replacement)", "blended", {}),
