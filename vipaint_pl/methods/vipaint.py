@@ -262,8 +262,8 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor, time_s
     last = (t - 1 == te).to(z_e.device)
     kl = gaussian_kl(q_mean, view(q_std.clamp_min(1e-12)).expand_as(q_mean), p_mean, p_std).flatten(1).sum(1)
     quadratic = (0.5 * ((z_e - p_mean) / p_std) ** 2).flatten(1).sum(1)
-    normalizer = (torch.log(p_std) + 0.9189385332).flatten(1).sum(1)  # depends on t alone
     if time_sampling != "importance":
+        normalizer = (torch.log(p_std) + 0.9189385332).flatten(1).sum(1)  # depends on t alone
         return view(scale).flatten() * torch.where(last, quadratic + normalizer, kl) + prior_T
     d = z_e[0].numel()
     last_normalizer = d * (float(torch.log(transition_std(sch, te, te + 1, 1.0))) + 0.9189385332)
