@@ -249,8 +249,8 @@ def test_resampled_starts_reach_both_modes_and_the_optimal_weights_match_the_pos
 
 def test_importance_sampled_diffusion_term_has_the_uniform_expectation_and_less_variance():
     """Every time enumerated in float64: sum_t r(t) * estimate(t) of the importance-sampled term equals the
-    uniform one's (1/n) sum_t estimate(t) for the same z_Te and noise, while its spread over t is far smaller (measured
-    0.1-0.3x the uniform one's standard deviation on 2- to 80-dimensional mixtures)."""
+    uniform one's (1/n) sum_t estimate(t) for the same z_Te and noise, while its spread over t is far smaller (under 0.3x the
+    uniform one's standard deviation)."""
     from vipaint_pl.methods.vipaint import _time_proposal
 
     prior = grid_mixture_prior(2, seed=0)
