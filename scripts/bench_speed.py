@@ -16,6 +16,9 @@ allocator on a GPU; the process's resident set, sampled every 2 ms, on a CPU). P
 - ``real-size``: Stable Diffusion 1.5 (UNet + VAE at 512x512), a CompVis LDM (UNet on 64x64x3 VQ latents, 256x256
   images) and a 256x256 pixel DDPM UNet, built from their published diffusers configs with random weights (no
   downloads): one evaluation of each network timed alone, and DPS / VIPaint-2 with a few steps for the overhead;
+- ``syncs``: every method on the embedded priors with 5 steps under ``torch.cuda.set_sync_debug_mode``: the
+  host-device synchronizations each run makes (each one stalls the GPU until the host queues more work), counted
+  per source line of this library (CUDA only);
 - ``sd-memory``: the peak memory of Stable Diffusion VIPaint-2 (one fit step with its 4 Monte Carlo samples,
   one sampling step of 10 samples: every step frees its graph, so a run's peak is the larger of the two), with
   and without ``gradient_checkpointing`` + ``decode_batch_size: 1``, each in a fresh process.
@@ -318,7 +321,51 @@ def part_sd_memory(args, log) -> list[dict]:
     return rows
 
 
-PARTS = {"methods": part_methods, "cost": part_cost, "batch": part_batch, "options": part_options, "real-size": part_real_size,
+def part_syncs(args, log) -> list[dict]:
+    """Synchronizing CUDA calls per run, by the innermost ``vipaint_pl`` source line that made them."""
+    import traceback
+    import warnings
+
+    if device().type != "cuda":
+        log({"part": "syncs", "error": "needs a CUDA device"})
+        return []
+    short = {"steps": 5}
+    vipaint_short = {"k": 2, "fit_steps": 5, "sampling": {"steps": 5}}
+    rows = []
+    for prior_name in args.priors:
+        prior, size = embedded(prior_name)
+        op, y = query(prior, size, 1)
+        for label, name, changes in ROWS:
+            if (prior_name == "digits-latent" and name in PIXEL_ONLY) or (prior_name == "digits-pixel" and name in LATENT_ONLY):
+                continue
+            has_steps = "steps" in method_config(name).__dataclass_fields__
+            cfg = method_config(name, vipaint_short if name == "vipaint" else short if has_steps else {})
+            sites: dict[str, int] = {}
+
+            def record(message, category, filename, lineno, file=None, line=None):
+                if "synchronizing" not in str(message):
+                    return
+                frames = [f for f in traceback.extract_stack()[:-1] if "vipaint_pl" in f.filename]
+                where = f"{frames[-1].filename.split('vipaint_pl/')[-1]}:{frames[-1].lineno}" if frames else filename
+                sites[where] = sites.get(where, 0) + 1
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.showwarning = record
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    run_method(name, prior, op, y, SAMPLES, seed=0, names=["q0"], config=cfg)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            top = dict(sorted(sites.items(), key=lambda kv: -kv[1])[:8])
+            r = {"part": "syncs", "prior": prior_name, "method": label, "steps": 5, "syncs": sum(sites.values()),
+                 "sites": top}
+            rows.append(r)
+            log(r)
+    return rows
+
+
+PARTS = {"methods": part_methods, "syncs": part_syncs, "cost": part_cost, "batch": part_batch, "options": part_options, "real-size": part_real_size,
          "sd-memory": part_sd_memory}
 
 
@@ -366,6 +413,11 @@ def markdown(rows: list[dict]) -> str:
             ev = ", ".join(f"{k} {v}" for k, v in sorted(r["evaluations"].items()))
             out.append(f"| {r['arch']} | {r['method']} | {r['seconds']:.1f} | {r['floor_seconds']:.1f} | "
                        f"{r['overhead']:.3f} | {ev} | {r['peak_memory_gb']:.2f} |")
+    syncs = [r for r in rows if r["part"] == "syncs"]
+    if syncs:
+        out += ["", "| prior | method | host-device syncs (5 steps) | most frequent sites |", "|---|---|---|---|"]
+        out += [f"| {r['prior']} | {r['method']} | {r['syncs']} | "
+                + ", ".join(f"{k} x{v}" for k, v in list(r["sites"].items())[:4]) + " |" for r in syncs]
     mem = [r for r in rows if r["part"] == "sd-memory"]
     if mem:
         out += ["", "| memory saving | stage | s | peak memory GB |", "|---|---|---|---|"]

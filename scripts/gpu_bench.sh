@@ -20,6 +20,8 @@ part() {  # name, seconds, then bench_speed arguments
 
 # Every method on the GPU with a few steps: a tensor on the wrong device fails here.
 echo "== smoke"; timeout 45 python3 scripts/gpu_smoke.py >"$out/smoke.log" 2>&1; echo "   rc $? after ${SECONDS}s in all"
+# Host-device synchronizations per method (each one stalls the GPU until the host queues more work).
+part syncs 50 --parts syncs
 # Real-size architectures: per-evaluation floors and overheads of DPS and VIPaint-2 (10 steps), DPS under bf16.
 part real-size 100 --parts real-size --real-steps 10
 # Stable Diffusion VIPaint-2 under a 16 GB allocator cap, with and without the memory options.

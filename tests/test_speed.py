@@ -128,3 +128,33 @@ def test_stable_diffusion_configs_load_with_the_memory_options(config, tmp_path)
     prior = load_prior(prior_spec["kind"], str(save_tiny_stable_diffusion(tmp_path / "sd")), **prior_spec["kwargs"])
     assert prior.gradient_checkpointing and prior.decode_batch_size == 1
     assert prior.unet.is_gradient_checkpointing and prior.autoencoder.is_gradient_checkpointing
+
+
+def test_the_schedule_stays_on_the_cpu_and_serves_per_sample_times_of_any_device(latent_prior):
+    """Coefficients at Python / CPU times come from a CPU float64 table (no device round trip); a prior's
+    schedule is one object, so its per-device copies of the table are made once."""
+    sched = latent_prior.schedule
+    assert sched is latent_prior.schedule and sched.alphas_cumprod.device.type == "cpu"
+    assert latent_prior.to(torch.float32).schedule.alphas_cumprod.dtype == torch.float64
+    t = torch.tensor([0, 10, 999])
+    torch.testing.assert_close(sched.alpha(t), sched.alphas_cumprod[t].sqrt())
+    assert float(sched.alpha(-1)) == 1.0 and float(sched.sigma(-1)) == 0.0
+    with pytest.raises(Exception, match="out of range"):
+        sched.alpha(torch.tensor([1000]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host-device synchronizations exist on a GPU only")
+def test_dps_and_vipaint_steps_make_no_host_device_sync_on_a_gpu(latent_prior):
+    """Every step of DPS and of VIPaint's fit and sampling queues its work without waiting for the GPU (a sync
+    stalls the GPU until the host queues more): under the sync debug mode "error", any sync raises."""
+    prior = latent_prior.to("cuda")
+    op, y = _half_mask_query()
+    op, y = Inpainting(op.mask.cuda()), y.cuda()
+    for name, cfg in [("dps", {"steps": 3}), ("vipaint", {"fit_steps": 2, "sampling": {"steps": 3},
+                                                          "init": {"start": "observation"}})]:
+        run_method(name, prior, op, y, 2, config=cfg)  # first calls (allocations, pinned buffers) outside the check
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            run_method(name, prior, op, y, 2, config=cfg)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")

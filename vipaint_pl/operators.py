@@ -58,14 +58,15 @@ class Operator(nn.Module):
 class Inpainting(Operator):
     """y = m * x with a binary mask m (1 = observed, 0 = missing). A = A^T = A^+ (a projection)."""
 
-    def __init__(self, mask: Tensor):
+    def __init__(self, mask: Tensor, _checked: bool = False):
         super().__init__()
         mask = torch.as_tensor(mask)
         if mask.ndim == 2:
             mask = mask[None]
         if mask.ndim not in (3, 4):
             raise MaskError(f"mask must have shape (H, W), (C, H, W) or (B, C, H, W); got {tuple(mask.shape)}")
-        check_binary_mask("mask", mask)
+        if not _checked:  # reads the mask back from its device: once per mask, not per step
+            check_binary_mask("mask", mask)
         self.register_buffer("mask", mask.float())
 
     def _mask_for(self, x: Tensor) -> Tensor:
@@ -83,7 +84,7 @@ class Inpainting(Operator):
     def repeat_interleave(self, n: int) -> "Inpainting":
         if self.mask.ndim < 4 or self.mask.shape[0] == 1 or n == 1:
             return self
-        return Inpainting(self.mask.repeat_interleave(n, 0))
+        return Inpainting(self.mask.repeat_interleave(n, 0), _checked=True)
 
     @property
     def observed_fraction(self) -> float:

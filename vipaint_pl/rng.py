@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .schedule import to_device
+
 
 def query_seed(seed: int, name: str, purpose: str) -> int:
     digest = hashlib.sha256(f"{seed}/{name}/{purpose}".encode()).digest()
@@ -61,7 +63,7 @@ class QueryNoise:
     def randn(self, shape: Sequence[int], like: Tensor) -> Tensor:
         """Standard normals of shape (batch, *shape) on ``like``'s device and dtype."""
         out = [torch.randn(self.per_query, *shape, generator=g, dtype=torch.float32) for g in self.generators]
-        return torch.cat(out).to(like.device, like.dtype)
+        return to_device(torch.cat(out).to(like.dtype), like.device)
 
     def like(self, tensor: Tensor) -> Tensor:
         """Standard normals shaped like ``tensor`` (whose first dimension is ``batch``)."""
@@ -70,7 +72,7 @@ class QueryNoise:
     def rand(self, like: Tensor) -> Tensor:
         """Uniforms on [0, 1), one per row: shape (batch,), float64."""
         out = [torch.rand(self.per_query, generator=g, dtype=torch.float64) for g in self.generators]
-        return torch.cat(out).to(like.device)
+        return to_device(torch.cat(out), like.device)
 
     def repeat(self, tensor: Tensor) -> Tensor:
         """A per-query tensor (num_queries, ...) repeated to one row per sample (batch, ...)."""

@@ -33,9 +33,19 @@ def betas_for(schedule: str, num_steps: int, beta_start: float = 1e-4, beta_end:
 
 @dataclass(frozen=True)
 class NoiseSchedule:
-    """A variance-preserving schedule given by its cumulative alphas (float64 table)."""
+    """A variance-preserving schedule given by its cumulative alphas (float64 table).
+
+    The table lives on the CPU: coefficients at Python or CPU times are computed there, with no host-device
+    synchronization (a table on a GPU made every ``float(alpha(t))`` and every range check wait for the GPU).
+    Times given as tensors on another device are looked up in a copy of the table made once per device.
+    """
 
     alphas_cumprod: Tensor
+
+    def __post_init__(self):
+        object.__setattr__(self, "alphas_cumprod", self.alphas_cumprod.detach().to("cpu", torch.float64))
+        padded = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod])
+        object.__setattr__(self, "_padded", {padded.device: padded})
 
     @classmethod
     def from_betas(cls, betas: Tensor) -> "NoiseSchedule":
@@ -67,11 +77,12 @@ class NoiseSchedule:
         return self.alphas_cumprod.numel()
 
     def _table(self, t) -> Tensor:
-        t = torch.as_tensor(t, device=self.alphas_cumprod.device).long()
-        if (t < DATA_TIME).any() or (t >= self.num_steps).any():
-            raise ScheduleError(f"time index out of range [{DATA_TIME}, {self.num_steps - 1}]: {t}")
-        padded = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod])
-        return padded[t + 1]
+        t = torch.as_tensor(t).long()
+        check(((t < DATA_TIME) | (t >= self.num_steps)).any(),
+              lambda: f"time index out of range [{DATA_TIME}, {self.num_steps - 1}]: {t}", ScheduleError)
+        if t.device not in self._padded:
+            self._padded[t.device] = to_device(self._padded[torch.device("cpu")], t.device)
+        return self._padded[t.device][t + 1]
 
     def alpha(self, t) -> Tensor:
         """alpha_t = sqrt(alphabar_t) (float64)."""
@@ -87,13 +98,38 @@ class NoiseSchedule:
         return ab / (1.0 - ab)
 
     def to(self, device) -> "NoiseSchedule":
-        return NoiseSchedule(self.alphas_cumprod.to(device))
+        """The same schedule (its table stays on the CPU; lookups follow the times' device)."""
+        return self
+
+
+def to_device(v: Tensor, device) -> Tensor:
+    """``v`` on ``device`` without a host-device synchronization: a CPU tensor goes to a GPU through pinned
+    memory, asynchronously (a plain ``.to("cuda")`` of pageable memory waits for the GPU to finish its queue)."""
+    device = torch.device(device)
+    if v.device == device or (device.index is None and v.device.type == device.type):
+        return v
+    if v.device.type == "cpu" and device.type == "cuda":
+        return v.pin_memory().to(device, non_blocking=True)
+    return v.to(device)
+
+
+def check(bad: Tensor, message, error=ValueError) -> None:
+    """Raise ``error(message())`` where ``bad`` (a boolean tensor) is true: at once on the CPU; on another device
+    as an asynchronous device assertion (its message names the error, not the values, which would have to be
+    read back), so that the check does not wait for the device."""
+    if bad.device.type == "cpu":
+        if bool(bad):
+            raise error(message())
+    else:
+        torch._assert_async(~bad, f"{error.__name__}: a time index out of its range")
 
 
 def per_sample(v, like: Tensor) -> Tensor:
     """The one broadcasting helper: a scalar or per-sample coefficient (B,) shaped to broadcast against
-    ``like`` (B, ...), on its device and in its dtype."""
-    v = torch.as_tensor(v).to(like.device, like.dtype)
+    ``like`` (B, ...), on its device and in its dtype (moved without a host-device synchronization)."""
+    if not isinstance(v, Tensor):
+        v = torch.as_tensor(v, dtype=like.dtype) if isinstance(v, (list, tuple)) else torch.full((), float(v), dtype=like.dtype)
+    v = to_device(v.to(like.dtype) if v.device.type == "cpu" else v, like.device).to(like.dtype)
     return v.reshape(v.shape + (1,) * (like.ndim - v.ndim)) if v.ndim else v
 
 
@@ -116,8 +152,7 @@ def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float
     The coefficients are computed in float64, then cast to z_t's dtype.
     """
     s, t = torch.as_tensor(s), torch.as_tensor(t)
-    if (s >= t).any():
-        raise ScheduleError(f"a transition needs s < t, got s={s.tolist()} t={t.tolist()}")
+    check((s >= t).any(), lambda: f"a transition needs s < t, got s={s.tolist()} t={t.tolist()}", ScheduleError)
     std = transition_std(schedule, s, t, eta)
     a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
     c_eps = (sg_s**2 - std**2).clamp_min(0).sqrt() / sg_t
@@ -134,8 +169,8 @@ def bridge(schedule: NoiseSchedule, z_t: Tensor, z_m: Tensor, m, u, t) -> tuple[
     DDPM posterior ``transition(..., eta=1)``; at u = m it returns z_m (std 0).
     """
     m, u, t = torch.as_tensor(m), torch.as_tensor(u), torch.as_tensor(t)
-    if (m > u).any() or (u >= t).any():
-        raise ScheduleError(f"a bridge needs m <= u < t, got m={m.tolist()} u={u.tolist()} t={t.tolist()}")
+    check((m > u).any() | (u >= t).any(), lambda: f"a bridge needs m <= u < t, got m={m.tolist()} u={u.tolist()} "
+          f"t={t.tolist()}", ScheduleError)
     ab_m, ab_u, ab_t = schedule._table(m), schedule._table(u), schedule._table(t)
     ab_um, ab_tu, ab_tm = ab_u / ab_m, ab_t / ab_u, ab_t / ab_m
     var = ((1 - ab_tu) * (1 - ab_um) / (1 - ab_tm)).clamp_min(0)
@@ -183,8 +218,7 @@ def renoise(schedule: NoiseSchedule, z_s: Tensor, s, t, noise: Tensor) -> Tensor
     sqrt(1 - beta_t) z_{t-1} + sqrt(beta_t) noise.
     """
     s, t = torch.as_tensor(s), torch.as_tensor(t)
-    if (s >= t).any():
-        raise ScheduleError(f"renoising needs s < t, got s={s.tolist()} t={t.tolist()}")
+    check((s >= t).any(), lambda: f"renoising needs s < t, got s={s.tolist()} t={t.tolist()}", ScheduleError)
     a_ts = schedule.alpha(t) / schedule.alpha(s)
     std = (schedule.sigma(t) ** 2 - a_ts**2 * schedule.sigma(s) ** 2).clamp_min(0).sqrt()
     return per_sample(a_ts, z_s) * z_s + per_sample(std, z_s) * noise

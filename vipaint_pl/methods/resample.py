@@ -64,12 +64,10 @@ def fit_measurement(render, operator, y: Tensor, init: Tensor, lr: float, iters:
             loss = fidelity.mean_squared(operator, render(v), y)
             opt.zero_grad()
             loss.sum().backward()
-        stopped = ~active
-        before = v.detach()[stopped].clone() if stopped.any() else None
+        before = v.detach().clone()
         opt.step()
-        if before is not None:
-            with torch.no_grad():
-                v[stopped] = before  # samples that had stopped stay where they stopped
+        with torch.no_grad():  # samples that had stopped stay where they stopped (no read-back of the mask)
+            v.copy_(torch.where(active.view(-1, *[1] * (v.ndim - 1)), v, before))
         loss = loss.detach()
         done = loss < cfg.tol**2
         if patience:

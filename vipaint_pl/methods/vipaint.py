@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..schedule import gaussian_entropy, gaussian_kl, per_sample, transition, transition_std
+from ..schedule import gaussian_entropy, gaussian_kl, per_sample, to_device, transition, transition_std
 from ..settings import Settings, bounded
 from . import fidelity
 from .common import code_shape, report
@@ -254,12 +254,12 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor, time_s
     a_t, v_t = rel(t)
     a_s, v_s = rel(t - 1)
     z_t = view(a_t) * z_e + view(v_t.sqrt()) * noise
-    x0 = prior.predict_x0(z_t, t.to(z_e.device))
+    x0 = prior.predict_x0(z_t, t)
     p_mean, p_std = transition(sch, z_t, x0, t - 1, t, eta=1.0)
     cov = (a_t / a_s) * v_s  # Cov(z_{t-1}, z_t | z_Te)
     q_mean = view(a_s) * z_e + view(cov / v_t) * (z_t - view(a_t) * z_e)
     q_std = (v_s - cov**2 / v_t).clamp_min(0).sqrt()
-    last = (t - 1 == te).to(z_e.device)
+    last = to_device(t - 1 == te, z_e.device)
     kl = gaussian_kl(q_mean, view(q_std.clamp_min(1e-12)).expand_as(q_mean), p_mean, p_std).flatten(1).sum(1)
     quadratic = (0.5 * ((z_e - p_mean) / p_std) ** 2).flatten(1).sum(1)
     if time_sampling != "importance":
@@ -351,7 +351,8 @@ def _sample_terms(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
     x = prior.decode(prior.predict_x0(z_s, posterior.times[-1]))
     recon = reconstruction_loss(operator.repeat_interleave(noise.per_query), x, noise.repeat(y), cfg, perceptual,
                                 float(prior.schedule.sigma(posterior.times[-1])))
-    u = (noise.rand(z_top).view(-1, M, S) + torch.arange(S, device=z_top.device, dtype=torch.float64)) / S  # stratified t
+    # stratified t, drawn and kept on the CPU: the times index the schedule there (no device round trip)
+    u = (noise.rand(torch.empty(0)).view(-1, M, S) + torch.arange(S, dtype=torch.float64)) / S
     diff = diffusion_loss(prior, z_top, posterior.times[0], u.flatten(), noise.like(z_top), cfg.time_sampling)
     return z_top, recon, diff, kl, path
 
@@ -458,8 +459,9 @@ def init_posterior(prior, operator, y: Tensor, noise, cfg: VIPaintConfig) -> Hie
     """Phase 1: a posterior for the B queries of ``y`` (``cfg.components`` rows each), started as
     ``cfg.init.start`` says."""
     M, times = cfg.components, cfg.hierarchy(prior.num_train_timesteps)
-    post = HierarchicalPosterior(times, y.shape[0], code_shape(prior, operator, y), M, cfg.gamma_per_element,
-                                 cfg.hierarchy_eta).to(y.device)
+    with torch.device(y.device):  # made where it runs: no copy from the host
+        post = HierarchicalPosterior(times, y.shape[0], code_shape(prior, operator, y), M, cfg.gamma_per_element,
+                                     cfg.hierarchy_eta)
     init = noise.stream("init", per_query=M)
     if cfg.init.start == "observation":
         anchors = init.repeat(prior.encode(operator.pinv(y)).float())

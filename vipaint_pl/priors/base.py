@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import PriorLoadError
-from ..schedule import NoiseSchedule, eps_from_x0, per_sample, x0_from_eps
+from ..schedule import NoiseSchedule, eps_from_x0, per_sample, to_device, x0_from_eps
 
 
 class DiffusionPrior(nn.Module):
@@ -24,10 +24,11 @@ class DiffusionPrior(nn.Module):
         super().__init__()
         # A plain, non-persistent buffer: moves with the module, never enters a checkpoint.
         self.register_buffer("alphas_cumprod", schedule.alphas_cumprod.to(torch.float64), persistent=False)
+        self._schedule = NoiseSchedule(schedule.alphas_cumprod)  # its table stays on the CPU (see NoiseSchedule)
 
     @property
     def schedule(self) -> NoiseSchedule:
-        return NoiseSchedule(self.alphas_cumprod)
+        return self._schedule
 
     @property
     def num_train_timesteps(self) -> int:
@@ -49,9 +50,11 @@ class DiffusionPrior(nn.Module):
 
     def predict_eps(self, z_t: Tensor, t) -> Tensor:
         """Noise prediction eps_hat(z_t, t); ``t`` is an int or a per-sample integer tensor."""
-        t = torch.as_tensor(t, device=z_t.device).long()
-        if t.ndim == 0:
-            t = t.expand(z_t.shape[0])
+        if isinstance(t, Tensor):
+            t = to_device(t.long(), z_t.device)
+            t = t.expand(z_t.shape[0]) if t.ndim == 0 else t
+        else:  # filled on the device: no copy from the host
+            t = torch.full((z_t.shape[0],), int(t), dtype=torch.long, device=z_t.device)
         return self._eps(z_t, t)
 
     def predict_x0(self, z_t: Tensor, t) -> Tensor:
