@@ -91,6 +91,16 @@ ROWS = [
         "k": 2, "components": 8, "init": {"start": "mixed"}, "optim": {"lr_weights": 0.5, "lr_gamma": 0.1},
         "bound": {"reconstruction": "tweedie", "time_sampling": "importance"},
         "sampling": {"guidance": "tweedie", "component_weights": "optimal", "score_samples": 256}}),
+    ("VIPaint-2 mixture of 16, optimal weights, gate lr 0.1", "vipaint", {
+        "k": 2, "components": 16, "init": {"start": "mixed", "candidates": 128},
+        "optim": {"lr_weights": 0.5, "lr_gamma": 0.1},
+        "bound": {"reconstruction": "tweedie", "time_sampling": "importance"},
+        "sampling": {"guidance": "tweedie", "component_weights": "optimal", "score_samples": 256}}),
+    ("VIPaint-2 mixture, optimal weights, gate lr 0.1, cosine", "vipaint", {
+        "k": 2, "components": 8, "init": {"start": "mixed"},
+        "optim": {"lr_weights": 0.5, "lr_gamma": 0.1, "lr_log_std": 0.01, "schedule": "cosine"},
+        "bound": {"reconstruction": "tweedie", "time_sampling": "importance"},
+        "sampling": {"guidance": "tweedie", "component_weights": "optimal", "score_samples": 256, "steps": 100}}),
     ("DPS", "dps", {}),
     ("DPS (squared)", "dps", {"loss": "squared"}),
     ("Blended (replacement)", "blended", {}),
