@@ -121,15 +121,14 @@ def check(bad: Tensor, message, error=ValueError) -> None:
         if bool(bad):
             raise error(message())
     else:
-        torch._assert_async(~bad, f"{error.__name__}: a time index out of its range")
+        torch._assert_async(~bad, f"{error.__name__}: a check on the diffusion times failed")
 
 
 def per_sample(v, like: Tensor) -> Tensor:
     """The one broadcasting helper: a scalar or per-sample coefficient (B,) shaped to broadcast against
     ``like`` (B, ...), on its device and in its dtype (moved without a host-device synchronization)."""
-    if not isinstance(v, Tensor):
-        v = torch.as_tensor(v, dtype=like.dtype) if isinstance(v, (list, tuple)) else torch.full((), float(v), dtype=like.dtype)
-    v = to_device(v.to(like.dtype) if v.device.type == "cpu" else v, like.device).to(like.dtype)
+    v = v.to(like.dtype) if isinstance(v, Tensor) else torch.as_tensor(v, dtype=like.dtype)  # cast where it is
+    v = to_device(v, like.device)
     return v.reshape(v.shape + (1,) * (like.ndim - v.ndim)) if v.ndim else v
 
 

@@ -38,8 +38,9 @@ class DiffusionPrior(nn.Module):
         return super().train(False)
 
     def _apply(self, fn, recurse=True):
-        """``.to(device)`` moves the schedule; ``.to(dtype)`` (e.g. a "bf16-true" Trainer) does not cast it:
-        in bfloat16, sigma(t) rounds to 0 or 1 near the ends and the transitions divide by zero."""
+        """``.to(device)`` moves the ``alphas_cumprod`` buffer; ``.to(dtype)`` (e.g. a "bf16-true" Trainer) does not
+        cast it: in bfloat16, sigma(t) rounds to 0 or 1 near the ends. The methods read ``schedule``, whose table
+        stays on the CPU in float64 whatever the module's device and dtype."""
         schedule = self.alphas_cumprod
         out = super()._apply(fn, recurse)
         self.alphas_cumprod = schedule.to(device=self.alphas_cumprod.device, dtype=torch.float64)
