@@ -5,7 +5,8 @@ mean over samples: PSNR and SSIM (torchmetrics, images in [0, 1]); ST-LPIPS (shi
 AlexNet, images upsampled to 64x64; not comparable with published LPIPS); LPIPS (AlexNet, same
 upsampling) where its ImageNet weights can be loaded, n/a otherwise; diversity = mean pairwise
 RMSE between the samples of one query (pixels in [0, 1]); digit accuracy = the share of samples that a
-small CNN, trained here on the train split, assigns to the true digit. Masks (white = missing):
+small CNN, trained here on the train split, assigns to the true digit; distinct digits = how many different
+digits that CNN sees among the 10 samples of one query (1: every completion is the same digit). Masks (white = missing):
 small (<= 20 % missing), random (40-80 %), half (a half-plane at a random angle), seeded per image.
 
 Methods: every method of ``vipaint_pl.methods.METHODS`` with its defaults, chains capped at 250 steps:
@@ -90,6 +91,7 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
         ("VIPaint-2 eta 1", "vipaint", {"k": 2, "sampling": {**PAPER_SAMPLING, "eta": 1.0}}),
         ("VIPaint-2 eta 1, 100 steps, DPS 0.5", "vipaint", {"k": 2, "sampling": {"eta": 1.0, "steps": 100,
                                                                                   "dps_step_size": 0.5}}),
+        ("VIPaint-2 paper weighting", "vipaint", {"k": 2, "bound": {"weighting": "paper"}}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
         ("Blended (replacement)", "blended", {}), ("PSLD", "psld", {}), ("RED-diff", "red-diff", {}),
         ("RePaint", "repaint", {}), ("CoPaint", "copaint", {}), ("CoPaint-TT", "copaint-tt", {}),
@@ -133,10 +135,12 @@ def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: n
     pair = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
     n = flat.shape[0]
     with torch.no_grad():
-        acc = (net(samples.clamp(-1, 1)).argmax(1) == label).float().mean()
+        predicted = net(samples.clamp(-1, 1)).argmax(1)
+    acc = (predicted == label).float().mean()
     lp = float(lpips(up(samples.clamp(-1, 1)), up(truth.expand_as(samples))).mean()) if lpips else float("nan")
     return {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "st_lpips": float(perceptual.mean()), "lpips": lp,
-            "diversity": float(pair.sum() / (n * (n - 1))), "digit_accuracy": float(acc)}
+            "diversity": float(pair.sum() / (n * (n - 1))), "digit_accuracy": float(acc),
+            "distinct_digits": float(predicted.unique().numel())}
 
 
 def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first: int = 0, masks=MASKS) -> dict:
@@ -168,15 +172,16 @@ def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| prior | mask | method | PSNR | SSIM | ST-LPIPS | LPIPS | diversity | digit acc. | s / image |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| prior | mask | method | PSNR | SSIM | ST-LPIPS | LPIPS | diversity | digit acc. | distinct digits | "
+             "s / image |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for prior, table in results.items():
         for key, m in table["cells"].items():
             mask, method = key.split("/", 1)
             lp = m.get("lpips", float("nan"))
             lp = "n/a" if lp != lp else f"{lp:.3f}"
+            distinct = f"{m['distinct_digits']:.2f}" if "distinct_digits" in m else "n/a"  # not in runs before it
             lines.append(f"| {prior} | {mask} | {method} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['st_lpips']:.3f} | "
-                         f"{lp} | {m['diversity']:.3f} | {m['digit_accuracy']:.2f} | {m['seconds']:.1f} |")
+                         f"{lp} | {m['diversity']:.3f} | {m['digit_accuracy']:.2f} | {distinct} | {m['seconds']:.1f} |")
     return "\n".join(lines)
 
 

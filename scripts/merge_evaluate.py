@@ -18,21 +18,27 @@ from evaluate import markdown
 
 
 def merge(runs: list[dict]) -> dict:
-    """{prior: {"cells": {cell: weighted mean metrics}, "images": total}} over runs that cover a cell."""
+    """{prior: {"cells": {cell: weighted mean metrics}, "images": total}} over runs that cover a cell. A metric that
+    only some of a cell's runs have (one added to evaluate.py later) is left out of that cell."""
     totals: dict = {}
     for run in runs:
         images = run["meta"]["images"]
         for prior, table in run["results"].items():
-            out = totals.setdefault(prior, {"cells": {}, "images": {}})
+            out = totals.setdefault(prior, {"cells": {}, "images": {}, "_per_metric": {}})
             for cell, metrics in table["cells"].items():
-                acc = out["cells"].setdefault(cell, {k: 0.0 for k in metrics})
+                acc, seen = out["cells"].setdefault(cell, {}), out["_per_metric"].setdefault(cell, {})
                 for k, v in metrics.items():
-                    acc[k] += v * images
+                    acc[k] = acc.get(k, 0.0) + v * images
+                    seen[k] = seen.get(k, 0) + images
                 out["images"][cell] = out["images"].get(cell, 0) + images
     for out in totals.values():
+        seen_all = out.pop("_per_metric")
         for cell, acc in out["cells"].items():
-            for k in acc:
-                acc[k] /= out["images"][cell]
+            for k in list(acc):
+                if seen_all[cell][k] < out["images"][cell]:
+                    del acc[k]
+                else:
+                    acc[k] /= out["images"][cell]
     return totals
 
 

@@ -30,7 +30,25 @@ def test_image_metrics_on_exact_and_shifted_samples():
     noisy = truth + 0.2 * torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     worse = image_metrics(noisy, truth, 5, _Always(), st)
     assert worse["psnr"] < 30 and worse["st_lpips"] > exact["st_lpips"] and worse["diversity"] > 0.05
-    assert worse["digit_accuracy"] == 0.0
+    assert worse["digit_accuracy"] == 0.0 and exact["distinct_digits"] == 1.0
+
+
+class _Brightness(torch.nn.Module):
+    """A 'classifier' whose digit is the image's mean brightness bucket."""
+
+    def forward(self, x):
+        bucket = ((x.mean((1, 2, 3)) + 1) * 5).long().clamp(0, 9)
+        return torch.nn.functional.one_hot(bucket, 10).float()
+
+
+def test_distinct_digits_counts_the_different_digits_among_samples():
+    from evaluate import image_metrics
+
+    from vipaint_pl.perceptual import PerceptualDistance
+
+    levels = torch.tensor([-0.95, -0.95, -0.5, 0.05, 0.05, 0.95]).view(6, 1, 1, 1).expand(6, 1, 16, 16)
+    metrics = image_metrics(levels.clone(), levels[:1], 0, _Brightness(), PerceptualDistance("st-lpips"))
+    assert metrics["distinct_digits"] == 4.0 and metrics["digit_accuracy"] == pytest.approx(2 / 6)
 
 
 def test_quick_cell_vipaint_and_dps_beat_prior_samples(capsys):
@@ -80,7 +98,8 @@ def test_merged_evaluate_runs_weigh_each_run_by_its_images(tmp_path):
 
     cell = lambda v: {"psnr": v, "ssim": v, "st_lpips": v, "lpips": float("nan"), "diversity": v,  # noqa: E731
                       "digit_accuracy": v, "seconds": v}
-    runs = [({"images": 10}, {"half/DPS": cell(20.0), "half/MGPS": cell(1.0)}), ({"images": 5}, {"half/DPS": cell(26.0)})]
+    runs = [({"images": 10}, {"half/DPS": cell(20.0) | {"distinct_digits": 2.0}, "half/MGPS": cell(1.0)}),
+            ({"images": 5}, {"half/DPS": cell(26.0)})]
     paths = []
     for i, (meta, cells) in enumerate(runs):
         paths.append(tmp_path / f"{i}.json")
@@ -89,3 +108,4 @@ def test_merged_evaluate_runs_weigh_each_run_by_its_images(tmp_path):
     assert merged["cells"]["half/DPS"]["psnr"] == pytest.approx(22.0)  # (10 x 20 + 5 x 26) / 15
     assert merged["images"] == {"half/DPS": 15, "half/MGPS": 10}
     assert merged["cells"]["half/MGPS"]["psnr"] == 1.0
+    assert "distinct_digits" not in merged["cells"]["half/DPS"]  # only one of its runs has it
