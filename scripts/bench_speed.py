@@ -11,8 +11,8 @@ allocator on a GPU; the process's resident set, sampled every 2 ms, on a CPU). P
   steps), side by side on the latent prior, one query of 10 samples each;
 - ``batch``: VIPaint-2 and DPS with 1, 2, 4, 8 queries of 10 samples (throughput against one query), and
   VIPaint's fit step with 1-16 Monte Carlo samples;
-- ``options``: DPS and VIPaint-2 on the latent prior in float32, under bf16 autocast, and with ``torch.compile``
-  of the denoiser and the decoder;
+- ``options``: DPS and VIPaint-2 on the latent prior in float32, under bf16 autocast, and with the networks compiled
+  (``compile_mode``; ``--compile-mode`` also runs the ``methods`` part compiled);
 - ``real-size``: Stable Diffusion 1.5 (UNet + VAE at 512x512), a CompVis LDM (UNet on 64x64x3 VQ latents, 256x256
   images) and a 256x256 pixel DDPM UNet, built from their published diffusers configs with random weights (no
   downloads): one evaluation of each network timed alone, and DPS / VIPaint-2 with a few steps for the overhead;
@@ -47,6 +47,7 @@ from vipaint_pl.methods import METHODS, method_config, run_method
 from vipaint_pl.methods.vipaint import PAPER_SAMPLING
 from vipaint_pl.operators import Inpainting
 from vipaint_pl.priors import load_prior
+from vipaint_pl.priors.diffusers_priors import COMPILE_MODES
 from vipaint_pl.profiling import NetworkCounter, PeakMemory
 
 EMBEDDED = {"digits-latent": ("latent", 32), "digits-pixel": ("pixel", 16)}
@@ -101,10 +102,11 @@ def measure(prior, name: str, cfg, op, y, samples: int = SAMPLES, floor: bool = 
     return out
 
 
-def embedded(name: str):
-    """An embedded prior on the device, warmed up by a short DPS run (first calls allocate), and its image size."""
+def embedded(name: str, compile_mode: str | None = None):
+    """An embedded prior on the device (its networks compiled with ``compile_mode``), warmed up by a short DPS run
+    (first calls allocate), and its image size."""
     kind, size = EMBEDDED[name]
-    prior = load_prior(kind, f"embedded:{name}").to(device())
+    prior = load_prior(kind, f"embedded:{name}", compile_mode=compile_mode).to(device())
     op, y = query(prior, size, 1)
     run_method("dps", prior, op, y, SAMPLES, config={"steps": 3})
     return prior, size
@@ -113,15 +115,17 @@ def embedded(name: str):
 def part_methods(args, log) -> list[dict]:
     rows = []
     for prior_name in args.priors:
-        prior, size = embedded(prior_name)
+        prior, size = embedded(prior_name, args.compile_mode)
         op, y = query(prior, size, 1)
         for label, name, changes in ROWS:
             if args.methods and label not in args.methods:
                 continue
             if (prior_name == "digits-latent" and name in PIXEL_ONLY) or (prior_name == "digits-pixel" and name in LATENT_ONLY):
                 continue
-            r = {"part": "methods", "prior": prior_name, "method": label}
+            r = {"part": "methods", "prior": prior_name, "method": label, "compile_mode": args.compile_mode}
             try:
+                if args.compile_mode:  # compiles every shape the run meets, so that the timed runs do not
+                    timed_run(prior, name, capped(name, changes, args.chain), op, y, SAMPLES)
                 r.update(measure(prior, name, capped(name, changes, args.chain), op, y, repeats=args.repeats))
             except (RuntimeError, ValueError) as err:  # one row's failure keeps the others
                 r["error"] = f"{type(err).__name__}: {str(err)[:300]}"
@@ -168,27 +172,28 @@ def part_batch(args, log) -> list[dict]:
 
 def part_options(args, log) -> list[dict]:
     """DPS (``--chain`` steps) and VIPaint-2 on the latent prior: as is, under bf16 autocast, and with the
-    denoiser and decoder compiled (``torch.compile``; the first run, which compiles, is timed apart)."""
+    networks compiled (``compile_mode``: ``--compile-mode``, or "default"; the first run, which compiles, is timed
+    apart). The three options run in turn, ``--repeats`` rounds, the fastest of each kept."""
     prior, size = embedded("digits-latent")
+    compiled, _ = embedded("digits-latent", args.compile_mode or "default")
     op, y = query(prior, size, 1)
     dev = device()
+    bf16 = lambda: torch.autocast(dev.type, dtype=torch.bfloat16)  # noqa: E731
+    options = {"fp32": (prior, contextlib.nullcontext), "bf16 autocast": (prior, bf16),
+               "torch.compile": (compiled, contextlib.nullcontext)}
     rows = []
     for label, name, changes in [("DPS", "dps", {}), ("VIPaint-2", "vipaint", {"k": 2})]:
         cfg = capped(name, changes, args.chain)
-        for option in ("fp32", "bf16 autocast", "torch.compile"):
-            r = {"part": "options", "prior": "digits-latent", "method": label, "option": option}
+        first = timed_run(compiled, name, cfg, op, y, SAMPLES)
+        seconds = dict.fromkeys(options, float("inf"))
+        for _ in range(args.repeats):  # interleaved: a change of machine load reaches every option alike
+            for option, (p, context) in options.items():
+                with context():
+                    seconds[option] = min(seconds[option], timed_run(p, name, cfg, op, y, SAMPLES))
+        for option in options:
+            r = {"part": "options", "prior": "digits-latent", "method": label, "option": option, "seconds": seconds[option]}
             if option == "torch.compile":
-                prior.unet.compile()
-                prior.autoencoder.decoder.compile()
-                r["first_run_seconds"] = timed_run(prior, name, cfg, op, y, SAMPLES)
-            if option == "bf16 autocast":
-                with torch.autocast(dev.type, dtype=torch.bfloat16):
-                    r["seconds"] = min(timed_run(prior, name, cfg, op, y, SAMPLES) for _ in range(args.repeats))
-            else:
-                r["seconds"] = min(timed_run(prior, name, cfg, op, y, SAMPLES) for _ in range(args.repeats))
-            if option == "torch.compile":
-                for net in (prior.unet, prior.autoencoder.decoder):
-                    net._compiled_call_impl = None  # back to eager for the next rows
+                r |= {"compile_mode": args.compile_mode or "default", "first_run_seconds": first}
             rows.append(r)
             log(r)
     return rows
@@ -442,6 +447,8 @@ def main(argv=None) -> list[dict]:
                         help="real-size part: DPS steps, and VIPaint's fit and sampling steps (more on a GPU)")
     parser.add_argument("--real-bf16", type=int, default=1, choices=[0, 1],
                         help="real-size part: also DPS under bf16 autocast")
+    parser.add_argument("--compile-mode", default=None, choices=list(COMPILE_MODES),
+                        help="the methods part with the networks compiled (torch.compile); the options part's mode")
     parser.add_argument("--out", default=None)
     parser.add_argument("--sd-memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -94,3 +94,40 @@ def test_unknown_hub_id_offline_names_the_id():
     assert out.returncode != 0
     assert "PriorLoadError" in out.stderr and "nobody/no-such-model-xyz" in out.stderr
     assert "could not be downloaded" in out.stderr
+
+
+def _compiled_against_eager(folder, compiled):
+    """The same eps, decodes and gradients as the eager prior; weights and counting hooks untouched."""
+    from vipaint_pl.profiling import NetworkCounter
+
+    eager = load_prior("latent", str(folder))
+    assert compiled.compile_mode == "default" and eager.compile_mode is None
+    assert set(compiled.state_dict()) == set(eager.state_dict())  # no wrapper in the checkpointable state
+    z, t = torch.randn(2, 4, 4, 4, requires_grad=True), torch.tensor([3, 700])
+    torch._dynamo.utils.counters.clear()
+    with NetworkCounter(compiled) as counter:
+        outs = [(p.predict_eps(z, t), p.decode(z)) for p in (eager, compiled)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    grads = [torch.autograd.grad((eps.square().sum() + x.sum()), z)[0] for eps, x in outs]
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-4)
+    assert counter.evaluations()["denoiser forward"] == 1 and counter.evaluations()["decoder forward"] == 1
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # the UNet and the decoder ran compiled
+
+
+def test_compiled_networks_trace_to_the_same_values_and_gradients(tmp_path):
+    folder = save_tiny_latent_prior(tmp_path / "kl", kind="kl")
+    _compiled_against_eager(folder, load_prior("latent", str(folder)).compile_networks("default", backend="aot_eager"))
+
+
+@pytest.mark.slow
+def test_compiled_networks_generate_the_same_values_and_gradients(tmp_path):  # inductor: minutes on a CPU
+    folder = save_tiny_latent_prior(tmp_path / "kl", kind="kl")
+    _compiled_against_eager(folder, load_prior("latent", str(folder), compile_mode="default"))
+
+
+def test_unknown_compile_mode_fails_before_loading(tmp_path):
+    from vipaint_pl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="compile_mode 'fast'.*reduce-overhead"):
+        load_prior("latent", str(tmp_path / "nothing-here"), compile_mode="fast")

@@ -124,6 +124,23 @@ def test_ddim_eta_std_matches_ddim_paper_sigma():
     assert float(transition_std(S, s, t, eta)) == pytest.approx(ref, rel=1e-12)
 
 
+@pytest.mark.parametrize("s,t", [(400, 550), (0, 999), (100, 101)])
+def test_jump_with_the_x0_variance_is_the_exact_marginal_transition_of_unit_gaussian_data(s, t):
+    """Data x ~ N(0, 1): E[x | z_t] = alpha_t z_t, Var[x | z_t] = sigma_t^2, and the forward chain's own
+    p(z_s | z_t) = N(alpha_{t|s} z_t, 1 - alpha_{t|s}^2) from the joint Gaussian (z_s, z_t). The plug-in jump (x_var 0) has
+    the right mean but too small a variance; with x_var = sigma_t^2 both match, in float64."""
+    z = torch.randn(5, dtype=torch.float64)
+    a_s, a_t = float(S.alpha(s)), float(S.alpha(t))
+    cov = a_t / a_s  # Cov(z_s, z_t) = alpha_{t|s} Var(z_s), Var(z_s) = Var(z_t) = 1
+    exact_mean, exact_std = cov * z.numpy(), np.sqrt(1 - cov**2)
+    plug_in = transition(S, z, a_t * z, s, t, eta=1.0)
+    mean, std = transition(S, z, a_t * z, s, t, eta=1.0, x_var=float(S.sigma(t)) ** 2)
+    np.testing.assert_allclose(mean.numpy(), exact_mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(std.numpy(), exact_std, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(plug_in[0], mean)
+    assert (plug_in[1] < std).all()
+
+
 def test_transition_needs_s_before_t():
     with pytest.raises(ValueError, match="s < t"):
         transition(S, torch.zeros(1), torch.zeros(1), 500, 400)

@@ -135,7 +135,8 @@ def test_a_two_component_mixture_covers_both_modes_and_tightens_the_bound():
 
 
 @pytest.mark.parametrize("changes", [{"gamma_per_element": True}, {"hierarchy_eta": 0.447},
-                                     {"components": 2, "gamma_per_element": True}])
+                                     {"components": 2, "gamma_per_element": True},
+                                     {"hierarchy_variance": "unit-data", "components": 2}])
 def test_official_variants_of_the_hierarchy_fit_and_sample(changes):
     prior, op, y, post = _oracle_problem()
     cfg = VIPaintConfig.from_dict({"k": 2, "fit_steps": 30, "bound": {"likelihood": "gaussian", "likelihood_scale": 0.5},
@@ -267,3 +268,22 @@ def test_importance_sampled_diffusion_term_has_the_uniform_expectation_and_less_
     torch.testing.assert_close((r * importance).sum(), uniform.mean(), rtol=1e-6, atol=1e-6)
     spread = lambda est, w: ((w * (est - (w * est).sum()) ** 2).sum()).sqrt()  # noqa: E731
     assert spread(importance, r) < 0.3 * spread(uniform, torch.full_like(r, 1 / n))
+
+
+@pytest.mark.parametrize("variance", ["plug-in", "unit-data"])
+def test_hierarchy_transition_of_unit_gaussian_data_is_exact_with_its_x0_variance(variance):
+    """Prior N(0, I) (exact denoiser): p(z_s | z_t) between the levels is N(alpha_{t|s} z_t, 1 - alpha_{t|s}^2).
+    "unit-data" gives exactly that width; the paper's plug-in transition is narrower."""
+    from vipaint_pl.methods.vipaint import HierarchicalPosterior
+    from vipaint_pl.rng import QueryNoise
+
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 3), torch.ones(1, 3))
+    post = HierarchicalPosterior([550, 400], 1, (3,), variance=variance).double()
+    _, _, _, path = post.sample(prior, torch.zeros(4, dtype=torch.long), QueryNoise(0, ["q"], "test", per_query=4), with_path=True)
+    (p_mean, p_std, _), = path
+    a_ts = float(prior.schedule.alpha(550) / prior.schedule.alpha(400))
+    exact_std = torch.full_like(p_std, (1 - a_ts**2) ** 0.5)
+    if variance == "unit-data":
+        torch.testing.assert_close(p_std, exact_std, rtol=1e-6, atol=0)
+    else:
+        assert (p_std < 0.95 * exact_std).all()

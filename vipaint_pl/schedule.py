@@ -143,11 +143,16 @@ def transition_std(schedule: NoiseSchedule, s, t, eta: float = 1.0) -> Tensor:
     return eta * (var_ts * sg_s**2 / sg_t**2).clamp_min(0).sqrt()
 
 
-def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float = 1.0) -> tuple[Tensor, Tensor]:
+def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float = 1.0,
+               x_var: float = 0.0) -> tuple[Tensor, Tensor]:
     """Mean and std of q(z_s | z_t, x) for any s < t (jumps allowed), DDIM eta family.
 
     mean = alpha_s x + sqrt(sigma_s^2 - std^2) (z_t - alpha_t x) / sigma_t; it keeps the marginal
     q(z_s | x) = N(alpha_s x, sigma_s^2) for every eta, and equals the DDPM posterior at eta = 1.
+    ``x_var``: when x is an estimate E[x | z_t] with variance Var[x | z_t] = x_var (per element), the transition
+    with x integrated out: the same mean, variance std^2 + (alpha_s - c_eps alpha_t)^2 x_var (the law of total
+    variance; the optimal reverse variance of Bao et al., ICLR 2022, Analytic-DPM, with this x_var). For
+    unit-variance Gaussian data, x_var = sigma_t^2 makes it the exact p(z_s | z_t) at eta = 1.
     The coefficients are computed in float64, then cast to z_t's dtype.
     """
     s, t = torch.as_tensor(s), torch.as_tensor(t)
@@ -155,7 +160,10 @@ def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float
     std = transition_std(schedule, s, t, eta)
     a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
     c_eps = (sg_s**2 - std**2).clamp_min(0).sqrt() / sg_t
-    mean = per_sample(a_s - c_eps * a_t, z_t) * x + per_sample(c_eps, z_t) * z_t
+    c_x = a_s - c_eps * a_t
+    mean = per_sample(c_x, z_t) * x + per_sample(c_eps, z_t) * z_t
+    if x_var:
+        std = (std**2 + c_x**2 * x_var).sqrt()
     return mean, per_sample(std, z_t).expand_as(mean)
 
 

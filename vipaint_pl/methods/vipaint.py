@@ -133,6 +133,10 @@ class VIPaintConfig(Settings):
     # the prior's transitions p(z_s | z_t) between levels: DDIM-family eta (1: the DDPM posterior; the official
     # code's step has the DDPM std times sqrt(0.2), i.e. eta 0.447)
     hierarchy_eta: float = bounded(1.0, low=0.0, high=1.0, low_open=True)
+    # the variance of those transitions: "plug-in" (the paper: x0 replaced by its estimate, which drops Var[x0 | z_t]
+    # and so makes a long jump too narrow) or "unit-data" (x0 integrated out with Var[x0 | z_t] = sigma_t^2, exact
+    # for unit-variance data; ``schedule.transition``'s x_var)
+    hierarchy_variance: Literal["plug-in", "unit-data"] = "plug-in"
     gamma_per_element: bool = False  # one gate per level and query (False) or per latent element (official)
     times: list[int] | None = None  # DDPM indices Te > ... > Ts; default [550, 400] for K = 2 (rescaled to T)
     fit_steps: int = bounded(100, low=1)  # optimization steps on the bound
@@ -153,9 +157,9 @@ class HierarchicalPosterior(nn.Module):
     """
 
     def __init__(self, times: list[int], num_queries: int, latent_shape: tuple[int, ...], components: int = 1,
-                 gamma_per_element: bool = False, eta: float = 1.0):
+                 gamma_per_element: bool = False, eta: float = 1.0, variance: str = "plug-in"):
         super().__init__()
-        self.times, self.components, self.eta = list(times), components, eta
+        self.times, self.components, self.eta, self.variance = list(times), components, eta, variance
         k, rows = len(times), num_queries * components
         self.mu = nn.Parameter(torch.zeros(k, rows, *latent_shape))
         self.log_std = nn.Parameter(torch.zeros(k, rows, *latent_shape))
@@ -194,7 +198,8 @@ class HierarchicalPosterior(nn.Module):
         z_top, kl, path = z, z.new_zeros(z.shape[0]), []
         for k in range(1, self.k):
             t, s = self.times[k - 1], self.times[k]
-            p_mean, p_std = transition(prior.schedule, z, prior.predict_x0(z, t), s, t, eta=self.eta)
+            x_var = float(prior.schedule.sigma(t)) ** 2 if self.variance == "unit-data" else 0.0
+            p_mean, p_std = transition(prior.schedule, z, prior.predict_x0(z, t), s, t, eta=self.eta, x_var=x_var)
             g = per_sample(torch.sigmoid(self.gamma[k - 1, rows]), z)
             q_mean = g * p_mean + (1 - g) * mu[k]  # Eq. 12
             if with_kl:
@@ -461,7 +466,7 @@ def init_posterior(prior, operator, y: Tensor, noise, cfg: VIPaintConfig) -> Hie
     M, times = cfg.components, cfg.hierarchy(prior.num_train_timesteps)
     with torch.device(y.device):  # made where it runs: no copy from the host
         post = HierarchicalPosterior(times, y.shape[0], code_shape(prior, operator, y), M, cfg.gamma_per_element,
-                                     cfg.hierarchy_eta)
+                                     cfg.hierarchy_eta, cfg.hierarchy_variance)
     init = noise.stream("init", per_query=M)
     if cfg.init.start == "observation":
         anchors = init.repeat(prior.encode(operator.pinv(y)).float())
