@@ -79,3 +79,31 @@ def test_measure_adds_noise_of_the_given_scale():
     op = DenseLinear(torch.eye(1000))
     y = op.measure(torch.zeros(1, 1000), sigma_y=0.3, generator=torch.Generator().manual_seed(0))
     assert abs(float(y.std()) - 0.3) < 0.03
+
+
+def _gaussian_conditional(A: torch.Tensor, prior_var: float, sigma_y: float):
+    """Cov(x | y) for x ~ N(m, prior_var I), y = A x + sigma_y e, and (prior_var A A^T + sigma_y^2 I)^-1, float64."""
+    inner = torch.linalg.inv(prior_var * A @ A.T + sigma_y**2 * torch.eye(A.shape[0], dtype=torch.float64))
+    return prior_var * torch.eye(A.shape[1], dtype=torch.float64) - prior_var**2 * A.T @ inner @ A, inner
+
+
+@pytest.mark.parametrize("make", ["inpainting", "dense"])
+def test_conditional_noise_and_whitened_square_match_the_gaussian_conditional(make):
+    from vipaint_pl.operators import random_dense_operator
+
+    if make == "inpainting":
+        mask = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]])
+        op, shape = Inpainting(mask), (1, 2, 3)
+    else:
+        op, shape = random_dense_operator(6, 3, seed=2), (6,)
+    A = op.as_matrix(shape)
+    for prior_var, sigma_y in [(0.8, 0.05), (0.01, 0.5)]:
+        cov, inner = _gaussian_conditional(A, prior_var, sigma_y)
+        basis = torch.eye(6, dtype=torch.float64).reshape(6, *shape)
+        root = op.conditional_noise(basis, prior_var, sigma_y).reshape(6, 6).T  # column j = Sigma^(1/2) e_j
+        torch.testing.assert_close(root @ root.T, cov, rtol=1e-10, atol=1e-12)
+        r = torch.randn(4, A.shape[0], dtype=torch.float64)
+        if make == "inpainting":  # y and A x are both 0 where the mask is 0
+            r = r @ A
+        residual = r.reshape(4, *shape) if make == "inpainting" else r
+        torch.testing.assert_close(op.whitened_square(residual, prior_var, sigma_y), ((r @ inner) * r).sum(1))

@@ -42,6 +42,17 @@ class Operator(nn.Module):
         """A^+ A x: the part of x the measurement sees."""
         return self.pinv(self(x))
 
+    def conditional_noise(self, n: Tensor, prior_var: float, sigma_y: float) -> Tensor:
+        """Sigma^(1/2) n for the covariance of x given y = A x + sigma_y e when x ~ N(m, prior_var I):
+        Sigma = prior_var I - prior_var^2 A^T (prior_var A A^T + sigma_y^2 I)^(-1) A. This base class does not know
+        A's structure and returns the upper bound prior_var^(1/2) n; ``Inpainting`` and ``DenseLinear`` are exact."""
+        return prior_var**0.5 * n
+
+    def whitened_square(self, residual: Tensor, prior_var: float, sigma_y: float) -> Tensor:
+        """r^T (prior_var A A^T + sigma_y^2 I)^(-1) r per sample, for residuals r = y - A m: the exponent of
+        p(y) when x ~ N(m, prior_var I). This base class takes A A^T = I (exact for inpainting)."""
+        return residual.flatten(1).pow(2).sum(1) / (prior_var + sigma_y**2)
+
     def repeat_interleave(self, n: int) -> "Operator":
         """The operator for a batch in which every query's sample is repeated ``n`` times (as
         ``Tensor.repeat_interleave(n, 0)``). Operators that act alike on every sample return themselves."""
@@ -80,6 +91,12 @@ class Inpainting(Operator):
 
     transpose = forward
     pinv = forward
+
+    def conditional_noise(self, n: Tensor, prior_var: float, sigma_y: float) -> Tensor:
+        """Observed elements: variance prior_var sigma_y^2 / (prior_var + sigma_y^2); missing ones: prior_var."""
+        observed = (prior_var * sigma_y**2 / (prior_var + sigma_y**2)) ** 0.5
+        m = self._mask_for(n)
+        return n * (m * observed + (1 - m) * prior_var**0.5)
 
     def repeat_interleave(self, n: int) -> "Inpainting":
         if self.mask.ndim < 4 or self.mask.shape[0] == 1 or n == 1:
@@ -184,6 +201,31 @@ class DenseLinear(Operator):
 
     def project(self, x: Tensor) -> Tensor:
         return self.pinv(self(x)).reshape(x.shape)
+
+    def conditional_noise(self, n: Tensor, prior_var: float, sigma_y: float) -> Tensor:
+        """With M = U diag(s) V^T: prior_var along V's orthogonal complement, prior_var sigma_y^2 / (prior_var s^2 +
+        sigma_y^2) along each right singular vector."""
+        v, s = self._right_singular(n)
+        flat = n.reshape(n.shape[0], -1)
+        along = flat @ v  # coordinates in the row space
+        scale = (prior_var * sigma_y**2 / (prior_var * s**2 + sigma_y**2)).sqrt()
+        out = prior_var**0.5 * (flat - along @ v.T) + (along * scale) @ v.T
+        return out.reshape(n.shape)
+
+    def whitened_square(self, residual: Tensor, prior_var: float, sigma_y: float) -> Tensor:
+        u, s, _ = self._svd_parts(residual)
+        return ((residual.flatten(1) @ u).pow(2) / (prior_var * s**2 + sigma_y**2)).sum(1)
+
+    def _svd_parts(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """U (m, k), s (k), V (d, k) of the matrix, computed once, on ``like``'s device and dtype."""
+        if not hasattr(self, "_svd"):
+            u, s, vh = torch.linalg.svd(self.matrix.to(torch.float64), full_matrices=False)
+            self._svd = (u, s, vh.T.contiguous())
+        return tuple(part.to(device=like.device, dtype=like.dtype) for part in self._svd)
+
+    def _right_singular(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        _, s, v = self._svd_parts(like)
+        return v, s
 
 
 def random_dense_operator(d_x: int, d_y: int, seed: int = 0) -> DenseLinear:

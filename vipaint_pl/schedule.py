@@ -143,6 +143,14 @@ def transition_std(schedule: NoiseSchedule, s, t, eta: float = 1.0) -> Tensor:
     return eta * (var_ts * sg_s**2 / sg_t**2).clamp_min(0).sqrt()
 
 
+def transition_x_coefficient(schedule: NoiseSchedule, s, t, eta: float = 1.0) -> Tensor:
+    """The weight of x in ``transition``'s mean, alpha_s - c_eps alpha_t (float64): the factor by which an error
+    (or spread) of x reaches z_s."""
+    std = transition_std(schedule, s, t, eta)
+    a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
+    return a_s - (sg_s**2 - std**2).clamp_min(0).sqrt() / sg_t * a_t
+
+
 def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float = 1.0,
                x_var: float = 0.0) -> tuple[Tensor, Tensor]:
     """Mean and std of q(z_s | z_t, x) for any s < t (jumps allowed), DDIM eta family.

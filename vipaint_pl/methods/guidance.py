@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..schedule import transition
+from ..schedule import transition, transition_x_coefficient
 from .common import predict_x0, report
 from .time_grids import descending_times
 
@@ -38,7 +38,8 @@ def guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, steps: int, 
 
 
 def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, steps: int, eta: float, operator,
-                                     y: Tensor, sigma_y: float, callback=None, t_end: int = -1) -> Tensor:
+                                     y: Tensor, sigma_y: float, callback=None, t_end: int = -1,
+                                     variance: str = "plug-in") -> Tensor:
     """Reverse diffusion from z at ``t_start`` to ``t_end`` (default: the data), each step conditioned on y
     by Tweedie's formula.
 
@@ -49,6 +50,11 @@ def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, step
          guided diffusion models")
       3. E[z_0 | z_t, y] = x0 + (sigma_t^2 / alpha_t) grad_{z_t} log p(y | z_t)   (Tweedie, conditional)
       4. z_s ~ q(z_s | z_t, E[z_0 | z_t, y])                               (DDIM eta family)
+         ``variance="unit-data"``: with z_0 integrated out, z_0 | z_t, y taken as the Gaussian posterior of unit-
+         variance data (prior variance r_t^2, the operator's ``conditional_noise``: exact for inpainting and dense
+         operators, an upper bound for the others and for latent priors). The plug-in step drops that variance,
+         which narrows every jump and turns the last one (to the data) into a posterior mean. On a unit Gaussian
+         prior, DDPM steps (eta 1) with it are exact, at any step size (tested).
     The step size is set by sigma_y and the schedule, not tuned: on a Gaussian prior with unit variance the
     exact posterior's width is kept in the observed and the unobserved directions alike.
     """
@@ -60,10 +66,17 @@ def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, step
             z = z.detach().requires_grad_(True)
             x0 = prior.predict_x0(z, t)  # 1.
             r = (operator(prior.decode(x0)) - y).flatten(1)
-            log_lik = -r.pow(2).sum(1) / (2 * (sigma_y**2 + sigma**2))  # 2.
+            if variance == "unit-data" and not prior.is_latent:  # the covariance sigma_y^2 I + r_t^2 A A^T
+                log_lik = -operator.whitened_square(r, sigma**2, sigma_y) / 2  # 2.
+            else:  # A A^T taken as I
+                log_lik = -r.pow(2).sum(1) / (2 * (sigma_y**2 + sigma**2))  # 2.
             (grad,) = torch.autograd.grad(log_lik.sum(), z)
         x0_y = x0.detach() + (sigma**2 / alpha) * grad  # 3.
         mean, std = transition(schedule, z.detach(), x0_y, s, t, eta)
         z = mean + std * noise.like(mean)  # 4.
+        if variance == "unit-data":
+            spread = noise.like(mean)
+            spread = sigma * spread if prior.is_latent else operator.conditional_noise(spread, sigma**2, sigma_y)
+            z = z + float(transition_x_coefficient(schedule, s, t, eta)) * spread
         report(callback, i, t=t, z=z, x0=x0_y)
     return z.detach()

@@ -114,6 +114,9 @@ class PosteriorSamplingConfig(Settings):
     # by Tweedie's formula with the bound's likelihood width (no step size to tune)
     guidance: Literal["dps", "tweedie"] = "dps"
     dps_step_size: float = bounded(0.5, low=0.0)  # 0 disables the DPS gradient
+    # the "tweedie" steps' variance: "plug-in" (E[x0 | z_t, y] in place of x0) or "unit-data" (x0 integrated out with
+    # Var[x0 | z_t] = sigma_t^2; ``tweedie_guided_reverse_diffusion``)
+    variance: Literal["plug-in", "unit-data"] = "plug-in"
     eta: float = bounded(1.0, low=0.0, high=1.0)  # DDIM eta of the reverse steps (1: DDPM)
     # A mixture's component weights at sampling time: "learned" (the fitted logits) or "bound" (pi_m proportional
     # to exp(-bound of component m alone), each bound estimated with ``score_samples`` draws: the weights that
@@ -576,7 +579,7 @@ def sample_posterior(prior, post: HierarchicalPosterior, operator, y: Tensor, id
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     if cfg.guidance == "tweedie":
         return tweedie_guided_reverse_diffusion(prior, z, post.times[-1], noise, cfg.steps, cfg.eta, operator, y,
-                                                likelihood_std(operator, bound), callback)
+                                                likelihood_std(operator, bound), callback, variance=cfg.variance)
     loss = lambda x0: fidelity.residual_norm(operator, prior.decode(x0), y)  # noqa: E731  DPS on the same y
     return guided_reverse_diffusion(prior, z, post.times[-1], noise, cfg.steps, cfg.dps_step_size, cfg.eta, loss,
                                     callback)
