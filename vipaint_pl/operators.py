@@ -205,7 +205,7 @@ class DenseLinear(Operator):
     def conditional_noise(self, n: Tensor, prior_var: float, sigma_y: float) -> Tensor:
         """With M = U diag(s) V^T: prior_var along V's orthogonal complement, prior_var sigma_y^2 / (prior_var s^2 +
         sigma_y^2) along each right singular vector."""
-        v, s = self._right_singular(n)
+        _, s, v = self._svd_parts(n)
         flat = n.reshape(n.shape[0], -1)
         along = flat @ v  # coordinates in the row space
         scale = (prior_var * sigma_y**2 / (prior_var * s**2 + sigma_y**2)).sqrt()
@@ -222,10 +222,6 @@ class DenseLinear(Operator):
             u, s, vh = torch.linalg.svd(self.matrix.to(torch.float64), full_matrices=False)
             self._svd = (u, s, vh.T.contiguous())
         return tuple(part.to(device=like.device, dtype=like.dtype) for part in self._svd)
-
-    def _right_singular(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        _, s, v = self._svd_parts(like)
-        return v, s
 
 
 def random_dense_operator(d_x: int, d_y: int, seed: int = 0) -> DenseLinear:
