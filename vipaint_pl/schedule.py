@@ -143,12 +143,18 @@ def transition_std(schedule: NoiseSchedule, s, t, eta: float = 1.0) -> Tensor:
     return eta * (var_ts * sg_s**2 / sg_t**2).clamp_min(0).sqrt()
 
 
+def _jump_coefficients(schedule: NoiseSchedule, s, t, eta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(std, c_x, c_eps) of ``transition`` in float64: z_s = c_x x + c_eps z_t + std n."""
+    std = transition_std(schedule, s, t, eta)
+    a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
+    c_eps = (sg_s**2 - std**2).clamp_min(0).sqrt() / sg_t
+    return std, a_s - c_eps * a_t, c_eps
+
+
 def transition_x_coefficient(schedule: NoiseSchedule, s, t, eta: float = 1.0) -> Tensor:
     """The weight of x in ``transition``'s mean, alpha_s - c_eps alpha_t (float64): the factor by which an error
     (or spread) of x reaches z_s."""
-    std = transition_std(schedule, s, t, eta)
-    a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
-    return a_s - (sg_s**2 - std**2).clamp_min(0).sqrt() / sg_t * a_t
+    return _jump_coefficients(schedule, s, t, eta)[1]
 
 
 def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float = 1.0,
@@ -165,10 +171,7 @@ def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float
     """
     s, t = torch.as_tensor(s), torch.as_tensor(t)
     check((s >= t).any(), lambda: f"a transition needs s < t, got s={s.tolist()} t={t.tolist()}", ScheduleError)
-    std = transition_std(schedule, s, t, eta)
-    a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
-    c_eps = (sg_s**2 - std**2).clamp_min(0).sqrt() / sg_t
-    c_x = a_s - c_eps * a_t
+    std, c_x, c_eps = _jump_coefficients(schedule, s, t, eta)
     mean = per_sample(c_x, z_t) * x + per_sample(c_eps, z_t) * z_t
     if x_var:
         std = (std**2 + c_x**2 * x_var).sqrt()

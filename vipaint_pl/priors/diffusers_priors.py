@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError, ShapeError
+from ..profiling import prior_networks
 from ..schedule import NoiseSchedule
 from .base import DiffusionPrior, convert_prediction
 from .loading import component_class, component_subfolder, load_component, read_layout
@@ -66,16 +67,10 @@ class _UNetPrior(DiffusionPrior):
             return self
         if mode not in COMPILE_MODES:
             raise ConfigError(f"unknown compile_mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
-        for net in self._compiled_parts():
+        for net in prior_networks(self).values():  # the UNet and an autoencoder's halves, as profiling counts them
             net.forward = torch.compile(net.forward, mode=None if backend != "inductor" else mode, backend=backend)
         self.compile_mode = mode
         return self
-
-    def _compiled_parts(self) -> list[nn.Module]:
-        """The modules whose forward ``compile_networks`` compiles: the UNet and an autoencoder's halves."""
-        autoencoder = getattr(self, "autoencoder", None)
-        halves = [getattr(autoencoder, half, None) for half in ("encoder", "decoder")]
-        return [self.unet] + [half for half in halves if isinstance(half, nn.Module)]
 
     def _networks(self) -> list[nn.Module]:
         return [self.unet]
