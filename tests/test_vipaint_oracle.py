@@ -117,6 +117,29 @@ def test_tweedie_sampler_with_the_x0_variance_is_exact_on_a_unit_gaussian_prior(
     assert errors["plug-in"][0] > 0.1, errors
 
 
+@pytest.mark.parametrize("operator", ["inpainting", "dense"])
+def test_tweedie_reconstruction_is_the_exact_likelihood_of_z_ts_on_a_unit_gaussian_prior(operator):
+    """``reconstruction: tweedie`` is -log p(y | z_Ts) up to a constant on a N(0, I) prior, where
+    y | z_t ~ N(A alpha_t z_t, sigma_y^2 I + sigma_t^2 A A^T) exactly (float64 reference, several z_Ts)."""
+    from vipaint_pl.methods.vipaint import reconstruction_loss
+    from vipaint_pl.operators import random_dense_operator
+
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 6), torch.ones(1, 6))
+    op, sigma_y = ((DenseLinear(torch.eye(6, dtype=torch.float64)[:3]), 0.05) if operator == "inpainting"
+                   else (random_dense_operator(6, 2, seed=1), 0.2))
+    y = op(torch.ones(1, 6, dtype=torch.float64)) + 0.3
+    t = 400
+    alpha, sigma = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
+    z = torch.randn(5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    cfg = BoundConfig(likelihood="gaussian", likelihood_scale=sigma_y, reconstruction="tweedie")
+    nll = reconstruction_loss(op, prior.decode(prior.predict_x0(z, t)), y.expand(5, -1), cfg, sigma_ts=sigma)
+    A = op.matrix
+    exact = torch.distributions.MultivariateNormal(alpha * z @ A.T, sigma_y**2 * torch.eye(len(A), dtype=A.dtype)
+                                                   + sigma**2 * A @ A.T)
+    gap = nll + exact.log_prob(y.expand(5, -1))
+    torch.testing.assert_close(gap, gap[:1].expand(5), rtol=0, atol=1e-9)
+
+
 def test_paper_weighting_has_the_official_ratio_of_terms():
     from vipaint_pl.methods.vipaint import PAPER_BETA, PAPER_L1_SCALE, init_posterior, vipaint_bound
     from vipaint_pl.rng import QueryNoise

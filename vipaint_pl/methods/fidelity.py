@@ -10,6 +10,7 @@ vectors), ``y`` the observations repeated to the same batch, ``operator`` acts o
 | mean_squared    | ``mean_i (y - A x)_i^2``                      | RED-diff (x 1/2), ReSample's fits         |
 | gaussian_nll    | ``||y - A x||^2 / (2 sigma^2)``               | VIPaint (``likelihood: gaussian``)        |
 | laplace_nll     | ``sum_i |y - A x|_i / b``                     | VIPaint (``likelihood: laplace``)         |
+| tweedie_nll     | ``r^T (sigma^2 I + v A A^T)^(-1) r / 2``      | VIPaint's Tweedie bound and sampler        |
 | perceptual      | ``P(A^+ A x, A^+ y)`` for a perceptual net P  | VIPaint (``perceptual``)                  |
 | gluing          | ``||z0 - E(A^T y + (I - A^T A) D(z0))||``     | PSLD (Rout et al., NeurIPS 2023, Eq. 8)   |
 | fixed_point     | ``||z0 - E(D(z0))||``                         | GML-DPS (Rout et al., NeurIPS 2023)       |
@@ -45,6 +46,12 @@ def gaussian_nll(operator, x: Tensor, y: Tensor, sigma: float) -> Tensor:
 
 def laplace_nll(operator, x: Tensor, y: Tensor, scale: float) -> Tensor:
     return residual(operator, x, y).abs().sum(1) / scale
+
+
+def tweedie_nll(operator, x: Tensor, y: Tensor, x_var: float, sigma: float) -> Tensor:
+    """-log N(y; A x, sigma^2 I + x_var A A^T) up to its constant: the likelihood of y when the image is x plus
+    N(0, x_var I) (x a Tweedie estimate, x_var its spread), through the operator's ``whitened_square``."""
+    return 0.5 * operator.whitened_square(residual(operator, x, y), x_var, sigma)
 
 
 def perceptual(operator, x: Tensor, y: Tensor, net) -> Tensor:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ..schedule import transition, transition_x_coefficient
+from . import fidelity
 from .common import predict_x0, report
 from .time_grids import descending_times
 
@@ -65,11 +66,10 @@ def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, step
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             x0 = prior.predict_x0(z, t)  # 1.
-            r = (operator(prior.decode(x0)) - y).flatten(1)
             if variance == "unit-data" and not prior.is_latent:  # the covariance sigma_y^2 I + r_t^2 A A^T
-                log_lik = -operator.whitened_square(r, sigma**2, sigma_y) / 2  # 2.
+                log_lik = -fidelity.tweedie_nll(operator, prior.decode(x0), y, sigma**2, sigma_y)  # 2.
             else:  # A A^T taken as I
-                log_lik = -r.pow(2).sum(1) / (2 * (sigma_y**2 + sigma**2))  # 2.
+                log_lik = -fidelity.gaussian_nll(operator, prior.decode(x0), y, (sigma_y**2 + sigma**2) ** 0.5)  # 2.
             (grad,) = torch.autograd.grad(log_lik.sum(), z)
         x0_y = x0.detach() + (sigma**2 / alpha) * grad  # 3.
         mean, std = transition(schedule, z.detach(), x0_y, s, t, eta)

@@ -63,8 +63,9 @@ class BoundConfig(Settings):
     entropy: bool = True
     # "one_step": -log p(y | x0hat(z_Ts)) with the likelihood above (the paper: treats the one-step estimate
     # as the image, which biases z_Ts to overshoot y by the denoiser's shrinkage); "tweedie": -log p(y | z_Ts)
-    # ~ -log N(y; A D(x0hat(z_Ts)), (std^2 + sigma_Ts^2) I), the width of x0 given z_Ts added (unit-variance
-    # data), as the "tweedie" sampler below Ts has it
+    # ~ -log N(y; A D(x0hat(z_Ts)), std^2 I + sigma_Ts^2 A A^T), the width of x0 given z_Ts added (unit-variance
+    # data; the operator's ``whitened_square``, exact for inpainting and dense operators), as the "tweedie"
+    # sampler below Ts has it
     reconstruction: Literal["one_step", "tweedie"] = "one_step"
     # the diffusion term's time: "uniform" (the paper) or "importance" (drawn by the VLB's own step weights, the
     # same expectation with far less variance; ``diffusion_loss``)
@@ -308,12 +309,12 @@ def likelihood_std(operator, cfg: BoundConfig) -> float:
 def reconstruction_loss(operator, x: Tensor, y: Tensor, cfg: BoundConfig, perceptual=None,
                         sigma_ts: float = 0.0) -> Tensor:
     """-log p(y | x) per sample: the configured likelihood of A(x) - y, plus an optional perceptual term; with
-    ``cfg.reconstruction == "tweedie"``, a Gaussian of variance std^2 + sigma_ts^2 instead (see BoundConfig)."""
+    ``cfg.reconstruction == "tweedie"``, a Gaussian of covariance std^2 I + sigma_ts^2 A A^T instead (see
+    BoundConfig; its log-determinant, constant in x, left out)."""
     if cfg.weighting == "paper":
         return fidelity.laplace_nll(operator, x, y, PAPER_L1_SCALE)
     if cfg.reconstruction == "tweedie":
-        var = likelihood_std(operator, cfg) ** 2 + sigma_ts**2
-        nll = fidelity.gaussian_nll(operator, x, y, var**0.5)
+        nll = fidelity.tweedie_nll(operator, x, y, sigma_ts**2, likelihood_std(operator, cfg))
     else:
         nll = fidelity.LIKELIHOODS[cfg.likelihood](operator, x, y, likelihood_scale(operator, cfg))
     if perceptual is not None and cfg.perceptual_weight > 0:
