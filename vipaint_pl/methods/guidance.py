@@ -46,9 +46,10 @@ def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, step
 
     Each step t -> s:
       1. x0 = E[z_0 | z_t]                                                  (Tweedie)
-      2. log p(y | z_t) ~ log N(y; A D(x0), (sigma_y^2 + r_t^2) I),  r_t^2 = sigma_t^2
+      2. log p(y | z_t) ~ log N(y; A D(x0), sigma_y^2 I + r_t^2 A A^T),  r_t^2 = sigma_t^2
          (x0's spread given z_t for unit-variance data, as in Song et al., ICLR 2023, "Pseudoinverse-
-         guided diffusion models")
+         guided diffusion models"; A A^T from the operator's ``whitened_square``: exact for inpainting and
+         dense operators, taken as I for the others)
       3. E[z_0 | z_t, y] = x0 + (sigma_t^2 / alpha_t) grad_{z_t} log p(y | z_t)   (Tweedie, conditional)
       4. z_s ~ q(z_s | z_t, E[z_0 | z_t, y])                               (DDIM eta family)
          ``variance="unit-data"``: with z_0 integrated out, z_0 | z_t, y taken as the Gaussian posterior of unit-
@@ -66,10 +67,7 @@ def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, step
         with torch.enable_grad():
             z = z.detach().requires_grad_(True)
             x0 = prior.predict_x0(z, t)  # 1.
-            if variance == "unit-data" and not prior.is_latent:  # the covariance sigma_y^2 I + r_t^2 A A^T
-                log_lik = -fidelity.tweedie_nll(operator, prior.decode(x0), y, sigma**2, sigma_y)  # 2.
-            else:  # A A^T taken as I
-                log_lik = -fidelity.gaussian_nll(operator, prior.decode(x0), y, (sigma_y**2 + sigma**2) ** 0.5)  # 2.
+            log_lik = -fidelity.tweedie_nll(operator, prior.decode(x0), y, sigma**2, sigma_y)  # 2.
             (grad,) = torch.autograd.grad(log_lik.sum(), z)
         x0_y = x0.detach() + (sigma**2 / alpha) * grad  # 3.
         mean, std = transition(schedule, z.detach(), x0_y, s, t, eta)
