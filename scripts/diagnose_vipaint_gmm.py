@@ -1,0 +1,113 @@
+"""Where VIPaint's error on the exact-posterior grid comes from: the fitted q(z_Ts), or the chain below Ts.
+
+For each problem of one cell of ``bench_gmm.py`` (the same problems and seeds), VIPaint is fitted with one of that
+benchmark's rows (the same streams as ``run_method``, so "VIPaint" below is that row's score there), then:
+- q(z_Ts) against the exact p(z_Ts | y) (x0 ~ p(x0 | y), z_Ts = alpha x0 + sigma eps; 10k draws): max-SW2, mode
+  TV (each draw to the nearest alpha m_k), and, inside the heaviest posterior mode, the std of q's draws over
+  the exact std along the observed directions (the row space of A) and the unobserved ones (its null space),
+  and the offset of their mean in exact stds (the norm over directions, divided by sqrt(d));
+- the same for the final samples: VIPaint (the chain below Ts from q's draws: the benchmark's samples) and "exact
+  start" (the same chain from exact p(z_Ts | y) draws): what the chain below Ts alone gives.
+If "exact start" is near the exact floor, the fit is what is missing; if not, the chain is.
+
+    python scripts/diagnose_vipaint_gmm.py --setting inpaint --dx 8 --dy 4 --problems 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from bench_gmm import N_EXACT, N_METHOD, PROJECTIONS, ROWS, make_problem, row_config
+from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
+from vipaint_pl.methods.vipaint import fit_posterior, sample_below, sample_ts
+from vipaint_pl.rng import QueryNoise
+
+BEST_ROW = "VIPaint-2 mixture, optimal weights, gate lr 0.1, cosine, sampler x0 variance"
+
+
+def directions(op, d_x: int):
+    """Orthonormal bases (d_x, r) of A's row space (observed) and null space (unobserved)."""
+    _, s, vh = torch.linalg.svd(op.as_matrix((d_x,)).double())
+    r = int((s > 1e-9).sum())
+    return vh[:r].T, vh[r:].T
+
+
+def in_mode(samples, exact, means):
+    """The draws of ``samples`` and ``exact`` nearest the heaviest exact component's mean (by exact share)."""
+    near_s, near_e = torch.cdist(samples, means).argmin(1), torch.cdist(exact, means).argmin(1)
+    top = torch.bincount(near_e, minlength=means.shape[0]).argmax()
+    return samples[near_s == top], exact[near_e == top]
+
+
+def compare(samples, exact, means, weights, obs, unobs) -> dict:
+    """max-SW2, mode TV, and in the heaviest mode: std ratios (observed / unobserved) and the mean's offset."""
+    samples, exact = samples.reshape(samples.shape[0], -1).double(), exact.double()
+    out = {"max_sw2": sliced_wasserstein(samples, exact, PROJECTIONS, 2, "max"),
+           "mode_tv": mode_coverage_tv(samples, means, weights)}
+    s, e = in_mode(samples, exact, means)
+    if len(s) < 10:
+        return out | {"std_obs": float("nan"), "std_unobs": float("nan"), "offset": float("nan")}
+    for name, basis in (("obs", obs), ("unobs", unobs)):
+        if basis.shape[1]:
+            ps, pe = s @ basis, e @ basis
+            out[f"std_{name}"] = float((ps.std(0) / pe.std(0)).mean())
+    offset = (s.mean(0) - e.mean(0)) / e.std(0)
+    return out | {"offset": float(offset.norm() / offset.numel() ** 0.5)}
+
+
+def run(setting: str, d_x: int, d_y: int, p: int, row: str) -> dict[str, dict]:
+    seed = 1000 * d_x + 10 * d_y + p  # as bench_gmm.run_problem
+    prior, op, x, y, sigma_y = make_problem(setting, d_x, d_y, seed)
+    op.sigma_y = sigma_y
+    post = prior.exact_posterior(op, y, sigma_y)
+    g = torch.Generator().manual_seed(seed + 7)
+    exact_x0 = post.sample(N_EXACT, g)
+    obs, unobs = directions(op, d_x)
+    cfg = row_config("vipaint", next(r[2] for r in ROWS if r[0] == row), 100)
+    noise = QueryNoise(seed, ["0"], "vipaint", N_METHOD)  # run_method's streams
+    q = fit_posterior(prior, op, y, noise, cfg)
+    ts, idx, sample_noise = q.times[-1], torch.zeros(1, dtype=torch.long), noise.stream("sample")
+    a, s = float(prior.schedule.alpha(ts)), float(prior.schedule.sigma(ts))
+    exact_z = a * exact_x0 + s * torch.randn(exact_x0.shape, generator=g, dtype=torch.float64)
+    z_q = sample_ts(prior, q, op, y, idx, sample_noise, cfg.sampling, cfg.bound)
+    z_exact = (a * post.sample(N_METHOD, torch.Generator().manual_seed(seed + 11))
+               + s * torch.randn(N_METHOD, d_x, generator=torch.Generator().manual_seed(seed + 12), dtype=torch.float64))
+    # VIPaint's chain goes on with the stream sample_ts drew from (as run_method: the benchmark's samples); the
+    # exact start's chain has a stream of its own
+    vipaint = sample_below(prior, z_q, ts, op, y, sample_noise, cfg.sampling, cfg.bound)
+    from_exact = sample_below(prior, z_exact.float(), ts, op, y, noise.stream("below"), cfg.sampling, cfg.bound)
+    return {"q(z_Ts)": compare(z_q, exact_z, a * post.means, post.weights, obs, unobs),
+            "VIPaint": compare(vipaint, exact_x0, post.means, post.weights, obs, unobs),
+            "exact start": compare(from_exact, exact_x0, post.means, post.weights, obs, unobs)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setting", default="inpaint", choices=["svd", "inpaint"])
+    parser.add_argument("--dx", type=int, default=8)
+    parser.add_argument("--dy", type=int, default=4)
+    parser.add_argument("--problems", type=int, default=6)
+    parser.add_argument("--row", default=BEST_ROW, choices=[r[0] for r in ROWS if r[1] == "vipaint"])
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(True)
+    results = []
+    for p in range(args.problems):
+        r = run(args.setting, args.dx, args.dy, p, args.row)
+        results.append(r)
+        print(f"problem {p}: " + "; ".join(f"{k} " + " ".join(f"{m} {v:.3f}" for m, v in r[k].items()) for k in r),
+              flush=True)
+    print(f"\n{args.setting} {args.dx}/{args.dy}, {args.problems} problems, row {args.row!r}: medians")
+    print("| samples | max-SW2 | mode TV | std ratio observed | std ratio unobserved | mean offset (exact stds) |")
+    print("|---|---|---|---|---|---|")
+    for k in results[0]:
+        med = {m: statistics.median(r[k].get(m, float("nan")) for r in results)
+               for m in ("max_sw2", "mode_tv", "std_obs", "std_unobs", "offset")}
+        print(f"| {k} | {med['max_sw2']:.3f} | {med['mode_tv']:.3f} | {med['std_obs']:.2f} | {med['std_unobs']:.2f} "
+              f"| {med['offset']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
