@@ -109,3 +109,28 @@ def test_merged_evaluate_runs_weigh_each_run_by_its_images(tmp_path):
     assert merged["images"] == {"half/DPS": 15, "half/MGPS": 10}
     assert merged["cells"]["half/MGPS"]["psnr"] == 1.0
     assert "distinct_digits" not in merged["cells"]["half/DPS"]  # only one of its runs has it
+
+
+def test_diagnosis_compare_reads_one_on_exact_draws_and_the_width_error_it_is_given():
+    from diagnose_vipaint_gmm import compare, directions
+
+    from vipaint_pl.operators import DenseLinear, random_dense_operator
+    from vipaint_pl.priors.gmm import grid_mixture_prior
+
+    op = random_dense_operator(6, 2, seed=0)
+    obs, unobs = directions(op, 6)  # the row space of A and its complement, orthonormal
+    A = op.as_matrix((6,)).double()
+    assert torch.allclose(obs @ obs.T, torch.linalg.pinv(A) @ A, atol=1e-10)
+    assert torch.allclose(torch.cat([obs, unobs], 1).T @ torch.cat([obs, unobs], 1), torch.eye(6, dtype=torch.float64),
+                          atol=1e-10)
+    prior = grid_mixture_prior(6, seed=1)
+    y = op.measure(prior.sample(1, torch.Generator().manual_seed(2)), 0.5, torch.Generator().manual_seed(3))
+    post = prior.exact_posterior(op, y, 0.5)
+    exact, other = (post.sample(n, torch.Generator().manual_seed(s)) for n, s in ((10_000, 4), (4_000, 5)))
+    same = compare(other, exact, post.means, post.weights, obs, unobs)
+    assert abs(same["std_obs"] - 1) < 0.06 and abs(same["std_unobs"] - 1) < 0.06 and same["offset"] < 0.06
+    # half the spread along the unobserved directions around each draw's mode: the ratio reads 0.5 there only
+    means = post.means[torch.cdist(other, post.means).argmin(1)]
+    narrowed = other - 0.5 * ((other - means) @ unobs) @ unobs.T
+    shrunk = compare(narrowed, exact, post.means, post.weights, obs, unobs)
+    assert abs(shrunk["std_unobs"] - 0.5) < 0.05 and abs(shrunk["std_obs"] - 1) < 0.06

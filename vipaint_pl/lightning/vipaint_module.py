@@ -14,7 +14,6 @@ from ..methods.vipaint import (
     HierarchicalPosterior,
     VIPaintConfig,
     fit_noise,
-    hierarchy_guide,
     init_posterior,
     make_optimizer,
     sample_posterior,
@@ -130,10 +129,7 @@ class VIPaintModule(InpaintingModule):
         paper's Figure 4), for the first ``queries`` local queries; images in [-1, 1]."""
         idx = torch.arange(min(queries, self.num_local_queries))
         noise = self.noise(idx, per_query).stream(f"log/{step}")
-        guide = hierarchy_guide(self.prior, self.posterior, self.operator(idx).repeat_interleave(per_query),
-                                noise.repeat(self.y[idx]), self.cfg.bound)
-        _, z, _ = self.posterior.sample(self.prior, sample_rows(self.posterior, idx.to(self.device), noise), noise,
-                                        guide=guide)
+        _, z, _ = self.posterior.sample(self.prior, sample_rows(self.posterior, idx.to(self.device), noise), noise)
         x = self.prior.decode(self.prior.predict_x0(z, self.times[-1])).float().clamp(-1, 1)
         obs = self.operator(idx).pinv(self.y[idx]).float()
         return torch.cat([torch.stack([o, *x[per_query * j : per_query * (j + 1)]]) for j, o in enumerate(obs)])

@@ -76,17 +76,14 @@ def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, step
     return z.detach()
 
 
-def tweedie_shift(prior, z: Tensor, t: int, operator, y: Tensor, sigma_y: float,
-                  differentiable: bool = False) -> tuple[Tensor, Tensor]:
+def tweedie_shift(prior, z: Tensor, t: int, operator, y: Tensor, sigma_y: float) -> tuple[Tensor, Tensor]:
     """x0 = E[z_0 | z_t] and the shift E[z_0 | z_t, y] - x0 = (sigma_t^2 / alpha_t) grad_{z_t} log p(y | z_t), with
     log p(y | z_t) ~ log N(y; A D(x0), sigma_y^2 I + sigma_t^2 A A^T) (steps 1-3 of
-    ``tweedie_guided_reverse_diffusion``); both detached, or (``differentiable``) both functions of z with their
-    graph (the shift's through a double backward of the denoiser)."""
+    ``tweedie_guided_reverse_diffusion``); both detached."""
     alpha, sigma = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
     with torch.enable_grad():
-        if not differentiable:
-            z = z.detach().requires_grad_(True)
+        z = z.detach().requires_grad_(True)
         x0 = prior.predict_x0(z, t)
         log_lik = -fidelity.tweedie_nll(operator, prior.decode(x0), y, sigma**2, sigma_y)
-        (grad,) = torch.autograd.grad(log_lik.sum(), z, create_graph=differentiable)
-    return (x0, (sigma**2 / alpha) * grad) if differentiable else (x0.detach(), (sigma**2 / alpha) * grad)
+        (grad,) = torch.autograd.grad(log_lik.sum(), z)
+    return x0.detach(), (sigma**2 / alpha) * grad

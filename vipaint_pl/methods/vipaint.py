@@ -34,8 +34,8 @@ from ..schedule import gaussian_entropy, gaussian_kl, per_sample, to_device, tra
 from ..settings import Settings, bounded
 from . import fidelity
 from .common import code_shape, report
-from .guidance import guided_reverse_diffusion, tweedie_guided_reverse_diffusion, tweedie_shift
-from .time_grids import descending_times, hierarchy_times
+from .guidance import guided_reverse_diffusion, tweedie_guided_reverse_diffusion
+from .time_grids import hierarchy_times
 
 
 # The official code's weighting (weighting: paper): the L1 of the decoded reconstruction summed over pixels and
@@ -142,13 +142,6 @@ class VIPaintConfig(Settings):
     # and so makes a long jump too narrow) or "unit-data" (x0 integrated out with Var[x0 | z_t] = sigma_t^2, exact
     # for unit-variance data; ``schedule.transition``'s x_var)
     hierarchy_variance: Literal["plug-in", "unit-data"] = "plug-in"
-    # the mean that q's gate mixes in (Eq. 12): "prior" (the paper: the prior's p(z_s | z_t), blind to y) or
-    # "tweedie": that mean shifted by where y's Tweedie guidance moves a deterministic (DDIM eta 0) path from t
-    # to s in ``hierarchy_guide_steps`` steps, against the same path unguided (``hierarchy_shift``). A draw of z_t
-    # that the unconditional denoiser sends to a mode y rules out is then sent to y's side. The fit's gradient
-    # goes through the shift (a double backward of the denoiser); 3 network calls per guide step, level and sample
-    hierarchy_mean: Literal["prior", "tweedie"] = "prior"
-    hierarchy_guide_steps: int = bounded(8, low=1)
     gamma_per_element: bool = False  # one gate per level and query (False) or per latent element (official)
     times: list[int] | None = None  # DDPM indices Te > ... > Ts; default [550, 400] for K = 2 (rescaled to T)
     fit_steps: int = bounded(100, low=1)  # optimization steps on the bound
@@ -169,11 +162,9 @@ class HierarchicalPosterior(nn.Module):
     """
 
     def __init__(self, times: list[int], num_queries: int, latent_shape: tuple[int, ...], components: int = 1,
-                 gamma_per_element: bool = False, eta: float = 1.0, variance: str = "plug-in", mean: str = "prior",
-                 guide_steps: int = 8):
+                 gamma_per_element: bool = False, eta: float = 1.0, variance: str = "plug-in"):
         super().__init__()
         self.times, self.components, self.eta, self.variance = list(times), components, eta, variance
-        self.mean, self.guide_steps = mean, guide_steps
         k, rows = len(times), num_queries * components
         self.mu = nn.Parameter(torch.zeros(k, rows, *latent_shape))
         self.log_std = nn.Parameter(torch.zeros(k, rows, *latent_shape))
@@ -203,13 +194,10 @@ class HierarchicalPosterior(nn.Module):
             self.log_std[k] = torch.log(torch.tensor(std))
         self.gamma.fill_(cfg.gamma)
 
-    def sample(self, prior, rows: Tensor, noise, with_kl: bool = False, with_path: bool = False, guide=None):
+    def sample(self, prior, rows: Tensor, noise, with_kl: bool = False, with_path: bool = False):
         """Ancestral sampling through the hierarchy (Eq. 11), one sample per entry of ``rows``: returns z_Te,
         z_Ts, the per-sample KLs of the lower levels, and (``with_path``) every level's (prior mean, prior std,
-        z_s, the mean the gate mixes in) for mixture densities. ``guide(z_t, t, s)``: the shift that conditions
-        the gated mean on y (``hierarchy_guide``; required when ``self.mean`` is "tweedie")."""
-        if self.mean == "tweedie" and guide is None and self.k > 1:
-            raise ConfigError("hierarchy_mean 'tweedie' needs the observation: pass guide=hierarchy_guide(...)")
+        z_s) for mixture densities."""
         mu, std = self.mu[:, rows], self.log_std[:, rows].exp()
         z = mu[0] + std[0] * noise.randn(mu.shape[2:], mu)
         z_top, kl, path = z, z.new_zeros(z.shape[0]), []
@@ -217,15 +205,12 @@ class HierarchicalPosterior(nn.Module):
             t, s = self.times[k - 1], self.times[k]
             x_var = float(prior.schedule.sigma(t)) ** 2 if self.variance == "unit-data" else 0.0
             p_mean, p_std = transition(prior.schedule, z, prior.predict_x0(z, t), s, t, eta=self.eta, x_var=x_var)
-            gated = p_mean
-            if self.mean == "tweedie":
-                gated = p_mean + guide(z, t, s)
             g = per_sample(torch.sigmoid(self.gamma[k - 1, rows]), z)
-            q_mean = g * gated + (1 - g) * mu[k]  # Eq. 12
+            q_mean = g * p_mean + (1 - g) * mu[k]  # Eq. 12
             if with_kl:
                 kl = kl + gaussian_kl(q_mean, std[k], p_mean, p_std).flatten(1).sum(1)
             z_next = q_mean + std[k] * noise.like(q_mean)
-            path.append((p_mean, p_std, z_next, gated))
+            path.append((p_mean, p_std, z_next))
             z = z_next
         return (z_top, z, kl, path) if with_path else (z_top, z, kl)
 
@@ -240,10 +225,10 @@ class HierarchicalPosterior(nn.Module):
 
         mu, std = self.mu[:, rows], self.log_std[:, rows].exp()  # (K, B, M, ...)
         logq = log_normal(z_top, mu[0], std[0])
-        for k, (_, _, z_s, gated) in enumerate(path, start=1):
+        for k, (p_mean, _, z_s) in enumerate(path, start=1):
             g = torch.sigmoid(self.gamma[k - 1, rows])
             g = g.view(*g.shape, *([1] * (mu.ndim - 1 - g.ndim)))  # (B, M) or per element (B, M, ...)
-            logq = logq + log_normal(z_s, g * gated[:, None] + (1 - g) * mu[k], std[k])
+            logq = logq + log_normal(z_s, g * p_mean[:, None] + (1 - g) * mu[k], std[k])
         return logq
 
 
@@ -373,7 +358,7 @@ def _sample_terms(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
     M = rows.shape[1]
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     z_top, z_s, kl, path = posterior.sample(prior, rows.repeat_interleave(S, 1).flatten(), noise, with_kl=with_kl,
-                                            with_path=True, guide=hierarchy_guide(prior, posterior, operator, y, cfg))
+                                            with_path=True)
     x = prior.decode(prior.predict_x0(z_s, posterior.times[-1]))
     recon = reconstruction_loss(operator, x, y, cfg, perceptual, float(prior.schedule.sigma(posterior.times[-1])))
     # stratified t, drawn and kept on the CPU: the times index the schedule there (no device round trip)
@@ -386,7 +371,7 @@ def _log_prior_path(path, like: Tensor) -> Tensor:
     """log p(lower levels | z_Te) of each sample along its path (the prior's transitions)."""
     if not path:
         return torch.zeros_like(like)
-    return sum(-(0.5 * ((z - m) / sd) ** 2 + torch.log(sd) + 0.9189385332).flatten(1).sum(1) for m, sd, z, _ in path)
+    return sum(-(0.5 * ((z - m) / sd) ** 2 + torch.log(sd) + 0.9189385332).flatten(1).sum(1) for m, sd, z in path)
 
 
 def _component_draws(prior, posterior: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
@@ -486,8 +471,7 @@ def init_posterior(prior, operator, y: Tensor, noise, cfg: VIPaintConfig) -> Hie
     M, times = cfg.components, cfg.hierarchy(prior.num_train_timesteps)
     with torch.device(y.device):  # made where it runs: no copy from the host
         post = HierarchicalPosterior(times, y.shape[0], code_shape(prior, operator, y), M, cfg.gamma_per_element,
-                                     cfg.hierarchy_eta, cfg.hierarchy_variance, cfg.hierarchy_mean,
-                                     cfg.hierarchy_guide_steps)
+                                     cfg.hierarchy_eta, cfg.hierarchy_variance)
     init = noise.stream("init", per_query=M)
     if cfg.init.start == "observation":
         anchors = init.repeat(prior.encode(operator.pinv(y)).float())
@@ -600,34 +584,8 @@ def sample_ts(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tens
     elif post.components > 1 and cfg.component_weights == "optimal":
         logits = optimal_mixture_weights(*_component_draws(prior, post, operator, y, idx, noise, bound,
                                                            cfg.score_samples))
-    rows = sample_rows(post, idx, noise, logits)
-    guide = hierarchy_guide(prior, post, operator.repeat_interleave(noise.per_query), noise.repeat(y), bound)
     with torch.no_grad():
-        return post.sample(prior, rows, noise, guide=guide)[1]
-
-
-def hierarchy_guide(prior, post: HierarchicalPosterior, operator, y: Tensor, bound: BoundConfig):
-    """``HierarchicalPosterior.sample``'s guide for ``hierarchy_mean: tweedie`` (None otherwise): (z_t, t, s) ->
-    ``hierarchy_shift`` with the bound's likelihood width; ``operator`` and ``y`` one row per sample."""
-    if post.mean != "tweedie":
-        return None
-    sigma_y = likelihood_std(operator, bound)
-    return lambda z, t, s: hierarchy_shift(prior, z, t, s, post.guide_steps, operator, y, sigma_y)
-
-
-def hierarchy_shift(prior, z: Tensor, t: int, s: int, steps: int, operator, y: Tensor, sigma_y: float) -> Tensor:
-    """How far y moves z_s: the end of a deterministic path (DDIM eta 0) from z_t at t to s in ``steps`` steps
-    with x0 = E[x0 | z_t, y] by Tweedie's formula (``tweedie_shift``), minus the same path with x0 = E[x0 | z_t].
-    Small steps keep the first-order Tweedie shift where it holds (one jump over a mode boundary overshoots by
-    the denoiser's steep Jacobian there). Differentiable in z when gradients are on and z has them."""
-    grad = torch.is_grad_enabled() and z.requires_grad
-    guided, free = (z, z) if grad else (z.detach(), z.detach())
-    times = descending_times(t, steps, s)
-    for ti, si in zip(times[:-1], times[1:]):
-        x0, shift = tweedie_shift(prior, guided, ti, operator, y, sigma_y, differentiable=grad)
-        guided = transition(prior.schedule, guided, x0 + shift, si, ti, eta=0.0)[0]
-        free = transition(prior.schedule, free, prior.predict_x0(free, ti), si, ti, eta=0.0)[0]
-    return guided - free
+        return post.sample(prior, sample_rows(post, idx, noise, logits), noise)[1]
 
 
 def sample_below(prior, z: Tensor, ts: int, operator, y: Tensor, noise, cfg: PosteriorSamplingConfig,
