@@ -337,3 +337,40 @@ def test_hierarchy_transition_of_unit_gaussian_data_is_exact_with_its_x0_varianc
         torch.testing.assert_close(p_std, exact_std, rtol=1e-6, atol=0)
     else:
         assert (p_std < 0.95 * exact_std).all()
+
+
+def test_lower_draws_resample_the_lower_level_towards_its_exact_conditional_given_y():
+    # Unit Gaussian prior in d = 2 (the transitions with x0's variance are exact), y observes coordinate 0. With
+    # z_Te held fixed, p(z_Ts | z_Te, y) = p(z_Ts | z_Te) p(y | z_Ts) / Z is Gaussian in closed form, and the bound's
+    # Tweedie reconstruction is the exact p(y | z_Ts). A q(z_Ts | z_Te) that ignores y is off; J lower draws per
+    # z_Te with the conditional importance weights bring the samples to the exact conditional.
+    from vipaint_pl.methods.vipaint import HierarchicalPosterior, PosteriorSamplingConfig, sample_ts
+    from vipaint_pl.rng import QueryNoise
+
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2))
+    op, sigma_y, y = DenseLinear(torch.eye(2)[[0]]), 0.3, torch.tensor([[1.5]])
+    te, ts = 550, 400
+    post = HierarchicalPosterior([te, ts], 1, (2,), variance="unit-data")
+    z_te = torch.tensor([0.5, -0.3])
+    with torch.no_grad():
+        post.mu[0, 0], post.log_std[0, 0] = z_te, math.log(1e-6)  # z_Te held (almost) fixed
+        post.mu[1, 0], post.log_std[1, 0] = torch.tensor([2.0, 1.0]), math.log(1.2)
+        post.gamma.fill_(0.0)  # g = 0.5: q's mean halfway to mu, blind to y
+    a_t, a_s = float(prior.schedule.alpha(te)), float(prior.schedule.alpha(ts))
+    s_s = float(prior.schedule.sigma(ts))
+    m, v = (a_t / a_s) * z_te.double(), 1 - (a_t / a_s) ** 2  # p(z_Ts | z_Te) for unit-variance data
+    lik_var = sigma_y**2 + s_s**2  # p(y | z_Ts) = N(y; a_s z_Ts[0], lik_var)
+    prec0 = 1 / v + a_s**2 / lik_var
+    exact_mean = torch.stack([(m[0] / v + a_s * 1.5 / lik_var) / prec0, m[1]])
+    exact_std = torch.tensor([prec0**-0.5, v**0.5], dtype=torch.float64)
+    bound = BoundConfig(likelihood="gaussian", likelihood_scale=sigma_y, reconstruction="tweedie")
+
+    def draws(j):
+        noise = QueryNoise(0, ["q"], "vipaint", 4000)
+        cfg = PosteriorSamplingConfig(lower_draws=j)
+        return sample_ts(prior, post, op, y, torch.zeros(1, dtype=torch.long), noise, cfg, bound).double()
+
+    plain, resampled = draws(1), draws(64)
+    assert (plain.mean(0) - exact_mean).abs().max() > 0.3  # q alone is off ...
+    assert torch.allclose(resampled.mean(0), exact_mean, atol=0.06)  # ... the resampled draws are not
+    assert torch.allclose(resampled.std(0), exact_std, rtol=0.08)

@@ -127,6 +127,11 @@ class PosteriorSamplingConfig(Settings):
     # as "bound" for separate components, and components on the same mode share its weight)
     component_weights: Literal["learned", "bound", "optimal"] = "learned"
     score_samples: int = bounded(64, low=1)
+    # J draws of the lower levels for every draw of z_Te, one of them kept with probability proportional to
+    # p(y | z_Ts) p(lower levels | z_Te) / q(lower levels | z_Te) (``sample_ts``): conditional importance
+    # resampling towards p(lower levels | z_Te, y), the transitions q's gate cannot condition on y. 1: plain
+    # ancestral sampling (the paper)
+    lower_draws: int = bounded(1, low=1)
 
 
 @dataclass
@@ -194,12 +199,13 @@ class HierarchicalPosterior(nn.Module):
             self.log_std[k] = torch.log(torch.tensor(std))
         self.gamma.fill_(cfg.gamma)
 
-    def sample(self, prior, rows: Tensor, noise, with_kl: bool = False, with_path: bool = False):
+    def sample(self, prior, rows: Tensor, noise, with_kl: bool = False, with_path: bool = False,
+               top: Tensor | None = None):
         """Ancestral sampling through the hierarchy (Eq. 11), one sample per entry of ``rows``: returns z_Te,
         z_Ts, the per-sample KLs of the lower levels, and (``with_path``) every level's (prior mean, prior std,
-        z_s) for mixture densities."""
+        z_s, q's mean) for mixture densities. ``top``: a given z_Te per sample (only the lower levels drawn)."""
         mu, std = self.mu[:, rows], self.log_std[:, rows].exp()
-        z = mu[0] + std[0] * noise.randn(mu.shape[2:], mu)
+        z = mu[0] + std[0] * noise.randn(mu.shape[2:], mu) if top is None else top
         z_top, kl, path = z, z.new_zeros(z.shape[0]), []
         for k in range(1, self.k):
             t, s = self.times[k - 1], self.times[k]
@@ -210,7 +216,7 @@ class HierarchicalPosterior(nn.Module):
             if with_kl:
                 kl = kl + gaussian_kl(q_mean, std[k], p_mean, p_std).flatten(1).sum(1)
             z_next = q_mean + std[k] * noise.like(q_mean)
-            path.append((p_mean, p_std, z_next))
+            path.append((p_mean, p_std, z_next, q_mean))
             z = z_next
         return (z_top, z, kl, path) if with_path else (z_top, z, kl)
 
@@ -225,7 +231,7 @@ class HierarchicalPosterior(nn.Module):
 
         mu, std = self.mu[:, rows], self.log_std[:, rows].exp()  # (K, B, M, ...)
         logq = log_normal(z_top, mu[0], std[0])
-        for k, (p_mean, _, z_s) in enumerate(path, start=1):
+        for k, (p_mean, _, z_s, _) in enumerate(path, start=1):
             g = torch.sigmoid(self.gamma[k - 1, rows])
             g = g.view(*g.shape, *([1] * (mu.ndim - 1 - g.ndim)))  # (B, M) or per element (B, M, ...)
             logq = logq + log_normal(z_s, g * p_mean[:, None] + (1 - g) * mu[k], std[k])
@@ -371,7 +377,21 @@ def _log_prior_path(path, like: Tensor) -> Tensor:
     """log p(lower levels | z_Te) of each sample along its path (the prior's transitions)."""
     if not path:
         return torch.zeros_like(like)
-    return sum(-(0.5 * ((z - m) / sd) ** 2 + torch.log(sd) + 0.9189385332).flatten(1).sum(1) for m, sd, z in path)
+    return sum(-(0.5 * ((z - m) / sd) ** 2 + torch.log(sd) + 0.9189385332).flatten(1).sum(1) for m, sd, z, _ in path)
+
+
+def _log_q_path(path, post: HierarchicalPosterior, rows: Tensor) -> Tensor:
+    """log q(lower levels | z_Te) of each sample along its path, under the component it was drawn from."""
+    std = post.log_std[1:, rows].exp()
+    return sum(-(0.5 * ((z - m) / sd) ** 2 + torch.log(sd) + 0.9189385332).flatten(1).sum(1)
+               for (_, _, z, m), sd in zip(path, std))
+
+
+def _pick(log_w: Tensor, noise) -> Tensor:
+    """One column per row of ``log_w`` (B, J), drawn with probability softmax(log_w) (inverse CDF of one uniform
+    per row of ``noise``)."""
+    cdf = torch.softmax(log_w.double(), dim=1).cumsum(1)
+    return (cdf < noise.rand(cdf)[:, None]).sum(1).clamp_max(log_w.shape[1] - 1)
 
 
 def _component_draws(prior, posterior: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
@@ -585,7 +605,25 @@ def sample_ts(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tens
         logits = optimal_mixture_weights(*_component_draws(prior, post, operator, y, idx, noise, bound,
                                                            cfg.score_samples))
     with torch.no_grad():
-        return post.sample(prior, sample_rows(post, idx, noise, logits), noise)[1]
+        rows = sample_rows(post, idx, noise, logits)
+        z_top, z, _, path = post.sample(prior, rows, noise, with_path=True)
+        if cfg.lower_draws == 1 or post.k == 1:
+            return z
+        # conditional importance resampling (PosteriorSamplingConfig.lower_draws): J lower paths per z_Te, each
+        # weighted by p(y | z_Ts) p(path | z_Te) / q(path | z_Te); the weights are normalized among one z_Te's J
+        # paths only, so q(z_Te) is kept as fitted and y is not counted twice
+        operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
+        sigma_ts = float(prior.schedule.sigma(post.times[-1]))
+        candidates, log_w = [], []
+        for j in range(cfg.lower_draws):
+            if j > 0:
+                z, path = post.sample(prior, rows, noise.stream(f"lower/{j}"), with_path=True, top=z_top)[1::2]
+            x = prior.decode(prior.predict_x0(z, post.times[-1]))
+            nll = reconstruction_loss(operator, x, y, bound.replace(perceptual="none"), None, sigma_ts)
+            log_w.append(_log_prior_path(path, nll) - _log_q_path(path, post, rows) - nll)
+            candidates.append(z)
+        pick = _pick(torch.stack(log_w, 1), noise.stream("lower/pick"))
+        return torch.stack(candidates, 1)[torch.arange(len(pick), device=pick.device), pick]
 
 
 def sample_below(prior, z: Tensor, ts: int, operator, y: Tensor, noise, cfg: PosteriorSamplingConfig,
