@@ -18,6 +18,7 @@ If "exact start" is near the exact floor, the fit is what is missing; if not, th
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 
 import torch
@@ -26,6 +27,7 @@ from bench_gmm import N_EXACT, N_METHOD, PROJECTIONS, ROWS, make_problem, row_co
 from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
 from vipaint_pl.methods.vipaint import fit_posterior, sample_below, sample_ts
 from vipaint_pl.rng import QueryNoise
+from vipaint_pl.settings import merge_dicts
 
 BEST_ROW = "VIPaint-2 mixture, optimal weights, gate lr 0.1, cosine, sampler x0 variance"
 
@@ -62,7 +64,7 @@ def compare(samples, exact, means, weights, obs, unobs) -> dict:
     return out | {"offset": float(offset.norm() / offset.numel() ** 0.5)}
 
 
-def run(setting: str, d_x: int, d_y: int, p: int, row: str) -> dict[str, dict]:
+def run(setting: str, d_x: int, d_y: int, p: int, row: str, changes: dict | None = None) -> dict[str, dict]:
     seed = 1000 * d_x + 10 * d_y + p  # as bench_gmm.run_problem
     prior, op, x, y, sigma_y = make_problem(setting, d_x, d_y, seed)
     op.sigma_y = sigma_y
@@ -70,7 +72,7 @@ def run(setting: str, d_x: int, d_y: int, p: int, row: str) -> dict[str, dict]:
     g = torch.Generator().manual_seed(seed + 7)
     exact_x0 = post.sample(N_EXACT, g)
     obs, unobs = directions(op, d_x)
-    cfg = row_config("vipaint", next(r[2] for r in ROWS if r[0] == row), 100)
+    cfg = row_config("vipaint", merge_dicts(next(r[2] for r in ROWS if r[0] == row), changes or {}), 100)
     noise = QueryNoise(seed, ["0"], "vipaint", N_METHOD)  # run_method's streams
     q = fit_posterior(prior, op, y, noise, cfg)
     ts, idx, sample_noise = q.times[-1], torch.zeros(1, dtype=torch.long), noise.stream("sample")
@@ -95,16 +97,20 @@ def main(argv=None):
     parser.add_argument("--dx", type=int, default=8)
     parser.add_argument("--dy", type=int, default=4)
     parser.add_argument("--problems", type=int, default=6)
+    parser.add_argument("--first", type=int, default=0, help="index of the first problem of the cell")
     parser.add_argument("--row", default=BEST_ROW, choices=[r[0] for r in ROWS if r[1] == "vipaint"])
+    parser.add_argument("--changes", type=json.loads, default=None,
+                        help='changes to the row\'s config, as JSON: \'{"sampling": {"lower_draws": 32}}\'')
     args = parser.parse_args(argv)
     torch.set_grad_enabled(True)
     results = []
-    for p in range(args.problems):
-        r = run(args.setting, args.dx, args.dy, p, args.row)
+    for p in range(args.first, args.first + args.problems):
+        r = run(args.setting, args.dx, args.dy, p, args.row, args.changes)
         results.append(r)
         print(f"problem {p}: " + "; ".join(f"{k} " + " ".join(f"{m} {v:.3f}" for m, v in r[k].items()) for k in r),
               flush=True)
-    print(f"\n{args.setting} {args.dx}/{args.dy}, {args.problems} problems, row {args.row!r}: medians")
+    print(f"\n{args.setting} {args.dx}/{args.dy}, {args.problems} problems, row {args.row!r}"
+          f"{f' with {args.changes}' if args.changes else ''}: medians")
     print("| samples | max-SW2 | mode TV | stray share (mean) | std ratio observed | std ratio unobserved | "
           "mean offset (exact stds) |")
     print("|---|---|---|---|---|---|---|")
