@@ -330,7 +330,7 @@ def test_hierarchy_transition_of_unit_gaussian_data_is_exact_with_its_x0_varianc
     prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 3), torch.ones(1, 3))
     post = HierarchicalPosterior([550, 400], 1, (3,), variance=variance).double()
     _, _, _, path = post.sample(prior, torch.zeros(4, dtype=torch.long), QueryNoise(0, ["q"], "test", per_query=4), with_path=True)
-    (p_mean, p_std, _), = path
+    (p_mean, p_std, _, _), = path
     a_ts = float(prior.schedule.alpha(550) / prior.schedule.alpha(400))
     exact_std = torch.full_like(p_std, (1 - a_ts**2) ** 0.5)
     if variance == "unit-data":
