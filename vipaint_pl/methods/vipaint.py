@@ -34,7 +34,7 @@ from ..schedule import gaussian_entropy, gaussian_kl, per_sample, to_device, tra
 from ..settings import Settings, bounded
 from . import fidelity
 from .common import code_shape, report
-from .guidance import guided_reverse_diffusion, tweedie_guided_reverse_diffusion, tweedie_shift
+from .guidance import guided_reverse_diffusion, tweedie_guided_reverse_diffusion
 from .time_grids import hierarchy_times
 
 
@@ -132,11 +132,6 @@ class PosteriorSamplingConfig(Settings):
     # resampling towards p(lower levels | z_Te, y), the transitions q's gate cannot condition on y. 1: plain
     # ancestral sampling (the paper)
     lower_draws: int = bounded(1, low=1)
-    # where those J lower paths come from: "q" (the fitted transitions, which see y only through the gate's fit) or
-    # "defensive" (at every level, half of the draws from q's transition and half from the prior's transition
-    # with x0 replaced by E[x0 | z_t, y] (Tweedie, ``guidance.tweedie_shift``), weighted by the mixture of the two;
-    # Hesterberg, Technometrics 1995): draws from a z_Te in q's tail still reach y's side of the transition
-    lower_proposal: Literal["q", "defensive"] = "q"
 
 
 @dataclass
@@ -396,30 +391,6 @@ def _log_q_path(path, post: HierarchicalPosterior, rows: Tensor) -> Tensor:
     return sum(_log_normal(z, m, sd) for (_, _, z, m), sd in zip(path, std))
 
 
-def _defensive_lower_path(prior, post: HierarchicalPosterior, rows: Tensor, z_top: Tensor, noise, operator,
-                          y: Tensor, sigma_y: float) -> tuple[Tensor, Tensor]:
-    """One lower path per sample from z_Te, each level drawn from r = (q(z_s | z_t) + g(z_s | z_t, y)) / 2, with g
-    the prior's transition from E[x0 | z_t, y] instead of E[x0 | z_t]: z_Ts and log p(path | z_Te) - log r(path |
-    z_Te). ``operator`` and ``y``: one per sample."""
-    mu, std = post.mu[:, rows], post.log_std[:, rows].exp()
-    z, log_ratio = z_top, z_top.new_zeros(z_top.shape[0])
-    for k in range(1, post.k):
-        t, s = post.times[k - 1], post.times[k]
-        x_var = float(prior.schedule.sigma(t)) ** 2 if post.variance == "unit-data" else 0.0
-        x0, shift = tweedie_shift(prior, z, t, operator, y, sigma_y)
-        p_mean, p_std = transition(prior.schedule, z, x0, s, t, eta=post.eta, x_var=x_var)
-        g_mean = transition(prior.schedule, z, x0 + shift, s, t, eta=post.eta, x_var=x_var)[0]
-        gate = per_sample(torch.sigmoid(post.gamma[k - 1, rows]), z)
-        q_mean, q_std = gate * p_mean + (1 - gate) * mu[k], std[k].expand_as(p_mean)
-        guided = per_sample(noise.rand(z) < 0.5, z) > 0
-        eps = noise.like(z)
-        z_next = torch.where(guided, g_mean + p_std * eps, q_mean + q_std * eps)
-        log_r = torch.logaddexp(_log_normal(z_next, q_mean, q_std), _log_normal(z_next, g_mean, p_std)) - 0.6931471806
-        log_ratio = log_ratio + _log_normal(z_next, p_mean, p_std) - log_r
-        z = z_next
-    return z, log_ratio
-
-
 def _pick(log_w: Tensor, noise) -> Tensor:
     """One column per row of ``log_w`` (B, J), drawn with probability softmax(log_w) (inverse CDF of one uniform
     per row of ``noise``)."""
@@ -649,16 +620,11 @@ def sample_ts(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tens
         sigma_ts = float(prior.schedule.sigma(post.times[-1]))
         candidates, log_w = [], []
         for j in range(cfg.lower_draws):
-            if cfg.lower_proposal == "defensive":
-                z, log_ratio = _defensive_lower_path(prior, post, rows, z_top, noise.stream(f"lower/{j}"), operator,
-                                                     y, likelihood_std(operator, bound))
-            else:
-                if j > 0:
-                    z, path = post.sample(prior, rows, noise.stream(f"lower/{j}"), with_path=True, top=z_top)[1::2]
-                log_ratio = _log_prior_path(path, z_top) - _log_q_path(path, post, rows)
+            if j > 0:
+                z, path = post.sample(prior, rows, noise.stream(f"lower/{j}"), with_path=True, top=z_top)[1::2]
             x = prior.decode(prior.predict_x0(z, post.times[-1]))
             nll = reconstruction_loss(operator, x, y, bound.replace(perceptual="none"), None, sigma_ts)
-            log_w.append(log_ratio - nll)
+            log_w.append(_log_prior_path(path, nll) - _log_q_path(path, post, rows) - nll)
             candidates.append(z)
         pick = _pick(torch.stack(log_w, 1), noise.stream("lower/pick"))
         return torch.stack(candidates, 1)[torch.arange(len(pick), device=pick.device), pick]
