@@ -124,6 +124,20 @@ ROWS = [
         "bound": {"reconstruction": "tweedie", "time_sampling": "importance"},
         "sampling": {"guidance": "tweedie", "component_weights": "optimal", "score_samples": 256, "steps": 100,
                      "variance": "unit-data", "lower_draws": 32}}),
+    ("VIPaint-2 mixture, optimal weights, gate lr 0.1, cosine, sampler x0 variance, 32 lower draws, 256 candidates",
+     "vipaint", {
+        "k": 2, "components": 8, "init": {"start": "mixed", "candidates": 256},
+        "optim": {"lr_weights": 0.5, "lr_gamma": 0.1, "lr_log_std": 0.01, "schedule": "cosine"},
+        "bound": {"reconstruction": "tweedie", "time_sampling": "importance"},
+        "sampling": {"guidance": "tweedie", "component_weights": "optimal", "score_samples": 256, "steps": 100,
+                     "variance": "unit-data", "lower_draws": 32}}),
+    ("VIPaint-2 mixture, optimal weights, gate lr 0.1, cosine, sampler x0 variance, 32 lower draws, Langevin 50",
+     "vipaint", {
+        "k": 2, "components": 8, "init": {"start": "mixed"},
+        "optim": {"lr_weights": 0.5, "lr_gamma": 0.1, "lr_log_std": 0.01, "schedule": "cosine"},
+        "bound": {"reconstruction": "tweedie", "time_sampling": "importance"},
+        "sampling": {"guidance": "tweedie", "component_weights": "optimal", "score_samples": 256, "steps": 100,
+                     "variance": "unit-data", "lower_draws": 32, "corrector_steps": 50}}),
     ("VIPaint-2 mixture, optimal weights, gate lr 0.1, cosine, sampler x0 variance, gate per element", "vipaint", {
         "k": 2, "components": 8, "init": {"start": "mixed"}, "gamma_per_element": True,
         "optim": {"lr_weights": 0.5, "lr_gamma": 0.1, "lr_log_std": 0.01, "schedule": "cosine"},

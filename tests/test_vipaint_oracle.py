@@ -374,3 +374,35 @@ def test_lower_draws_resample_the_lower_level_towards_its_exact_conditional_give
     assert (plain.mean(0) - exact_mean).abs().max() > 0.3  # q alone is off ...
     assert torch.allclose(resampled.mean(0), exact_mean, atol=0.06)  # ... the resampled draws are not
     assert torch.allclose(resampled.std(0), exact_std, rtol=0.08)
+
+
+@pytest.mark.parametrize("operator", ["inpainting", "dense"])
+def test_langevin_corrector_reaches_the_exact_p_zt_given_y_on_a_unit_gaussian_prior(operator):
+    # Unit Gaussian prior in d = 4: z_t = alpha x0 + sigma eps is N(0, I) and the Tweedie likelihood N(y; A alpha z_t,
+    # sigma_y^2 I + sigma_t^2 A A^T) is the exact p(y | z_t), so p(z_t | y) is Gaussian in closed form. From draws
+    # started far from it, the corrector's steps (step 0.05 sigma_t^2) reach its mean and covariance; with no steps
+    # the draws stay where they started.
+    from vipaint_pl.methods.guidance import langevin_corrector
+    from vipaint_pl.rng import QueryNoise
+
+    d, t, sigma_y = 4, 400, 0.3
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, d), torch.ones(1, d))
+    A = (torch.eye(d, dtype=torch.float64)[:2] if operator == "inpainting"
+         else torch.randn(2, d, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    y = torch.tensor([[1.0, -0.5]], dtype=torch.float64)
+    a, s = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
+    lik_cov = sigma_y**2 * torch.eye(2, dtype=torch.float64) + s**2 * A @ A.T
+    precision = torch.eye(d, dtype=torch.float64) + a**2 * A.T @ torch.linalg.solve(lik_cov, A)
+    exact_cov = torch.linalg.inv(precision)
+    exact_mean = exact_cov @ (a * A.T @ torch.linalg.solve(lik_cov, y[0]))
+    noise = QueryNoise(0, ["q"], "test", per_query=4000)
+    start = torch.tensor([2.0, -2.0, 1.5, 0.0], dtype=torch.float64).expand(4000, d)
+
+    def run(steps):
+        ops = DenseLinear(A).repeat_interleave(4000)
+        return langevin_corrector(prior, start, t, ops, y.expand(4000, 2), sigma_y, noise.stream(f"c{steps}"), steps, 0.05)
+
+    stuck, z = run(0), run(150)
+    assert torch.equal(stuck, start)
+    assert (z.mean(0) - exact_mean).abs().max() < 0.06, (z.mean(0), exact_mean)
+    torch.testing.assert_close(torch.cov(z.T), exact_cov, atol=0.07, rtol=0)

@@ -34,7 +34,7 @@ from ..schedule import gaussian_entropy, gaussian_kl, per_sample, to_device, tra
 from ..settings import Settings, bounded
 from . import fidelity
 from .common import code_shape, report
-from .guidance import guided_reverse_diffusion, tweedie_guided_reverse_diffusion
+from .guidance import guided_reverse_diffusion, langevin_corrector, tweedie_guided_reverse_diffusion
 from .time_grids import hierarchy_times
 
 
@@ -132,6 +132,11 @@ class PosteriorSamplingConfig(Settings):
     # resampling towards p(lower levels | z_Te, y), the transitions q's gate cannot condition on y. 1: plain
     # ancestral sampling (the paper)
     lower_draws: int = bounded(1, low=1)
+    # then N unadjusted Langevin steps at Ts on p(z_Ts | y) with the Tweedie likelihood, step h = corrector_scale *
+    # sigma_Ts^2 (``guidance.langevin_corrector``): they move q's draws towards p(z_Ts | y), from where the chain
+    # below Ts is calibrated. 0: none (the paper)
+    corrector_steps: int = bounded(0, low=0)
+    corrector_scale: float = bounded(0.05, low=0.0, high=1.0, low_open=True)
 
 
 @dataclass
@@ -601,7 +606,18 @@ def sample_posterior(prior, post: HierarchicalPosterior, operator, y: Tensor, id
 def sample_ts(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
               cfg: PosteriorSamplingConfig, bound: BoundConfig) -> Tensor:
     """z_Ts ~ q (B * per_query, ...): a component per sample by ``cfg.component_weights``, then ancestral
-    sampling through its hierarchy."""
+    sampling through its hierarchy (``cfg.lower_draws``), then ``cfg.corrector_steps`` Langevin steps at Ts."""
+    z = _sample_hierarchy(prior, post, operator, y, idx, noise, cfg, bound)
+    if cfg.corrector_steps == 0:
+        return z
+    return langevin_corrector(prior, z, post.times[-1], operator.repeat_interleave(noise.per_query), noise.repeat(y),
+                              likelihood_std(operator, bound), noise.stream("corrector"), cfg.corrector_steps,
+                              cfg.corrector_scale)
+
+
+def _sample_hierarchy(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
+                      cfg: PosteriorSamplingConfig, bound: BoundConfig) -> Tensor:
+    """``sample_ts`` without the corrector."""
     logits = None
     if post.components > 1 and cfg.component_weights == "bound":
         logits = -component_bounds(prior, post, operator, y, idx, noise, bound, cfg.score_samples)
