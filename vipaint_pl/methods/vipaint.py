@@ -18,7 +18,8 @@ entry: scripts, benchmarks, ``SamplerModule``) and by ``VIPaintModule`` (Lightni
     2. ``fit_posterior``: ``vipaint_bound`` minimized by ``make_optimizer``'s Adam + StepLR (1. included);
     3. ``sample_posterior``: ancestral sampling through the hierarchy (``sample_ts``), then guided steps from Ts
        to 0 (``sample_below``).
-Random streams: "init", "fit/<step>" (``mc_samples`` per query) and "sample" of the query's noise.
+Random streams: "init", "fit/<step>" (``mc_samples`` per query) and "sample" of the query's noise; inside "sample",
+"lower/<j>" and "lower/pick" (``sampling.lower_draws``) and "corrector" (``sampling.corrector_steps``).
 """
 
 from __future__ import annotations
