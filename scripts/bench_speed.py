@@ -49,10 +49,14 @@ from vipaint_pl.operators import Inpainting
 from vipaint_pl.priors import load_prior
 from vipaint_pl.priors.diffusers_priors import COMPILE_MODES
 from vipaint_pl.profiling import NetworkCounter, PeakMemory
+from vipaint_pl.settings import merge_dicts
 
 EMBEDDED = {"digits-latent": ("latent", 32), "digits-pixel": ("pixel", 16)}
 SAMPLES = 10
-ROWS = [("VIPaint-2", "vipaint", {"k": 2})] + [(name, name, {}) for name in METHODS if name != "vipaint"]
+# VIPaint's rows run without the Langevin corrector (``sampling.corrector_steps: 0``), as measured before it became a
+# default (2026-11-28): its steps cost what as many DPS steps cost (a denoiser and decoder forward and backward each)
+VIPAINT_2 = {"k": 2, "sampling": {"corrector_steps": 0}}
+ROWS = [("VIPaint-2", "vipaint", VIPAINT_2)] + [(name, name, {}) for name in METHODS if name != "vipaint"]
 PIXEL_ONLY, LATENT_ONLY = {"copaint", "copaint-tt"}, {"resample", "psld", "gml-dps"}  # as the papers run them
 GB = 1024**3
 
@@ -151,7 +155,7 @@ def part_cost(args, log) -> list[dict]:
 def part_batch(args, log) -> list[dict]:
     prior, size = embedded("digits-latent")
     rows = []
-    for label, name, changes in [("VIPaint-2", "vipaint", {"k": 2}), ("DPS", "dps", {})]:
+    for label, name, changes in [("VIPaint-2", "vipaint", VIPAINT_2), ("DPS", "dps", {})]:
         for q in (1, 2, 4, 8):
             op, y = query(prior, size, 1, q)
             r = {"part": "batch", "prior": "digits-latent", "method": label, "queries": q,
@@ -161,7 +165,8 @@ def part_batch(args, log) -> list[dict]:
             log(r)
     op, y = query(prior, size, 1)
     for s in (1, 2, 4, 8, 16):  # fit steps only: one sampling step
-        cfg = method_config("vipaint", {"k": 2, "fit_steps": 20, "bound": {"mc_samples": s}, "sampling": {"steps": 1}})
+        cfg = method_config("vipaint", merge_dicts(VIPAINT_2, {"fit_steps": 20, "bound": {"mc_samples": s},
+                                                               "sampling": {"steps": 1}}))
         r = {"part": "mc", "prior": "digits-latent", "method": "VIPaint-2 fit", "mc_samples": s,
              **measure(prior, "vipaint", cfg, op, y, samples=1, floor=False)}
         r["seconds_per_fit_step"] = r["seconds"] / 20
@@ -302,10 +307,10 @@ def sd_memory_child(saving: bool, stage: str, limit_gb: float) -> dict:
     prior = prior.to(device())
     op, y = query(prior, size, 3)
     if stage == "fit":
-        cfg, samples = method_config("vipaint", {"k": 2, "fit_steps": 1, "sampling": {"steps": 1}}), 1
+        cfg, samples = method_config("vipaint", merge_dicts(VIPAINT_2, {"fit_steps": 1, "sampling": {"steps": 1}})), 1
     else:  # the posterior at its start, then one guided step of 10 samples
-        cfg, samples = method_config("vipaint", {"k": 2, "fit_steps": 1, "bound": {"mc_samples": 1},
-                                                 "sampling": {"steps": 1}}), 10
+        cfg, samples = method_config("vipaint", merge_dicts(VIPAINT_2, {"fit_steps": 1, "bound": {"mc_samples": 1},
+                                                                        "sampling": {"steps": 1}})), 10
     return measure(prior, "vipaint", cfg, op, y, samples=samples, floor=False)
 
 
@@ -335,7 +340,7 @@ def part_syncs(args, log) -> list[dict]:
         log({"part": "syncs", "error": "needs a CUDA device"})
         return []
     short = {"steps": 5}
-    vipaint_short = {"k": 2, "fit_steps": 5, "sampling": {"steps": 5}}
+    vipaint_short = merge_dicts(VIPAINT_2, {"fit_steps": 5, "sampling": {"steps": 5}})
     rows = []
     for prior_name in args.priors:
         prior, size = embedded(prior_name)

@@ -238,14 +238,15 @@ def test_bad_input_shows_a_message_and_the_server_keeps_serving(server, browser)
 
 @needs_browser
 def test_four_concurrent_runs_all_complete(server, tmp_path):
-    """A bounded load test on loopback: 4 runs sent at once through the page's API are queued and all finish."""
+    """A bounded load test on loopback: 4 runs sent at once through the page's API are queued and all finish.
+    They run DPS with 5 steps: the queue is the point here (the page's VIPaint runs are the tests above)."""
     from gradio_client import Client, handle_file
     from PIL import Image
 
     image, missing = _digit_and_mask()
     Image.fromarray((missing * 255).astype(np.uint8)).save(tmp_path / "mask.png")
     client = Client(server, verbose=False)
-    jobs = [client.submit(handle_file(str(EXAMPLES[0])), handle_file(str(tmp_path / "mask.png")), "vipaint",
+    jobs = [client.submit(handle_file(str(EXAMPLES[0])), handle_file(str(tmp_path / "mask.png")), "dps",
                           "embedded:digits-latent", "latent", 32, 1, 2, 5, seed, api_name="/inpaint")
             for seed in range(4)]
     results = [job.result(timeout=600) for job in jobs]

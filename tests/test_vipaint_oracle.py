@@ -367,7 +367,7 @@ def test_lower_draws_resample_the_lower_level_towards_its_exact_conditional_give
 
     def draws(j):
         noise = QueryNoise(0, ["q"], "vipaint", 4000)
-        cfg = PosteriorSamplingConfig(lower_draws=j)
+        cfg = PosteriorSamplingConfig(lower_draws=j, corrector_steps=0)  # the lower draws alone
         return sample_ts(prior, post, op, y, torch.zeros(1, dtype=torch.long), noise, cfg, bound).double()
 
     plain, resampled = draws(1), draws(64)
