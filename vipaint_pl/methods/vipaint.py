@@ -110,9 +110,9 @@ class PosteriorSamplingConfig(Settings):
     """Phase 3 (Sec. 4.3): ancestral sampling through the hierarchy, then DPS-guided steps from Ts to 0."""
 
     # Defaults: the best configuration measured on held-out digits (BENCHMARKS.md, "Which VIPaint for the
-    # defaults" and "The Langevin corrector as the image default"): 50 Langevin corrector steps at Ts, then 100 DDPM
-    # steps (eta 1) with DPS 0.5; the paper's sampler is PAPER_SAMPLING (no corrector, 50 steps, DPS 1, DDIM eta 0.2;
-    # configs/method/vipaint_paper.yaml)
+    # defaults" and "The Langevin corrector becomes the image default"): 50 Langevin corrector steps at Ts, then
+    # 100 DDPM steps (eta 1) with DPS 0.5; the paper's sampler is PAPER_SAMPLING (no corrector, 50 steps, DPS 1,
+    # DDIM eta 0.2; configs/method/vipaint_paper.yaml)
     steps: int = bounded(100, low=1)  # reverse steps from Ts to the data
     # "dps": z_s -= dps_step_size * grad ||y - A(D(x0))|| (the paper); "tweedie": every step conditioned on y
     # by Tweedie's formula with the bound's likelihood width (no step size to tune)
