@@ -24,6 +24,11 @@ Recipe (after Cardoso et al., ICLR 2024), written out so the figures can be comp
     python scripts/bench_gmm.py --quick                  # one small cell, under a minute
     python scripts/bench_gmm.py --out outputs/bench_gmm  # the full grid: JSON + Markdown table
     python scripts/bench_gmm.py --jobs 16 --out ...      # the same figures, problems spread over 16 processes
+
+With --out, every finished problem is appended to OUT/problems.jsonl at once, and a run with the same --out
+skips the problems (and methods) found there: a stopped run is continued by repeating its command. The
+figures do not change, since every problem and every method is seeded on its own. --summarize writes the
+tables from what OUT/problems.jsonl holds (cells with fewer problems than asked say how many they have).
 """
 
 from __future__ import annotations
@@ -244,26 +249,83 @@ def _run_problem_job(job):
     return run_problem(*job)
 
 
-def run_problems(jobs: list[tuple], workers: int) -> list[dict]:
+def run_problems(jobs: list[tuple], workers: int, done=None) -> list[dict]:
     """run_problem on every job, in this process or in ``workers`` processes of one torch thread each
-    (problems are seeded on their own, so the figures do not depend on the number of workers)."""
+    (problems are seeded on their own, so the figures do not depend on the number of workers). ``done(job,
+    scores)`` is called as each job finishes, in the order they finish."""
+    done = done or (lambda job, scores: None)
     if workers <= 1:
-        return [run_problem(*job) for job in jobs]
-    from concurrent.futures import ProcessPoolExecutor
+        results = []
+        for job in jobs:
+            results.append(run_problem(*job))
+            done(job, results[-1])
+        return results
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_thread_worker) as pool:
-        return list(pool.map(_run_problem_job, jobs))
+        futures = {pool.submit(_run_problem_job, job): i for i, job in enumerate(jobs)}
+        results = [None] * len(jobs)
+        for future in as_completed(futures):
+            i = futures[future]
+            results[i] = future.result()
+            done(jobs[i], results[i])
+        return results
 
 
-def markdown(results: list[dict]) -> str:
-    names = list(results[0]["methods"])
+class ProblemLog:
+    """OUT/problems.jsonl: one line per finished problem (its cell, index, and every method's scores), so a
+    stopped run keeps what it computed and the same command continues it."""
+
+    def __init__(self, folder: Path | None):
+        self.path = None if folder is None else Path(folder) / "problems.jsonl"
+        self.scores: dict[tuple, dict[str, dict]] = {}  # (quick, setting, d_x, d_y, p) -> method -> scores
+        if self.path is not None and self.path.exists():
+            for n, line in enumerate(self.path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    key = (rec["quick"], rec["setting"], rec["d_x"], rec["d_y"], rec["problem"])
+                    self.scores.setdefault(key, {}).update(rec["scores"])
+                except (ValueError, KeyError, TypeError) as err:
+                    raise SystemExit(f"{self.path}, line {n}: not a problem record ({err}); move the file away "
+                                     "to start the run afresh") from err
+
+    def missing(self, job: tuple, names: list[str]) -> list[str]:
+        """The methods of ``names`` that have no scores for ``job`` yet."""
+        have = self.scores.get(self._key(job), {})
+        return [n for n in names if n not in have]
+
+    def add(self, job: tuple, scores: dict[str, dict]) -> None:
+        self.scores.setdefault(self._key(job), {}).update(scores)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            setting, d_x, d_y, p, quick = job[:5]
+            with self.path.open("a") as f:
+                f.write(json.dumps({"quick": quick, "setting": setting, "d_x": d_x, "d_y": d_y, "problem": p,
+                                    "scores": scores}) + "\n")
+
+    def get(self, job: tuple, names: list[str]) -> dict[str, dict] | None:
+        """The scores of ``names`` on ``job`` in that order, or None if any is missing."""
+        have = self.scores.get(self._key(job), {})
+        return {n: have[n] for n in names} if all(n in have for n in names) else None
+
+    @staticmethod
+    def _key(job: tuple) -> tuple:
+        setting, d_x, d_y, p, quick = job[:5]
+        return (quick, setting, d_x, d_y, p)
+
+
+def markdown(results: list[dict], problems: int | None = None) -> str:
+    """The table; a cell with fewer than ``problems`` problems says how many it has after its method's name."""
     lines = ["| setting | d_x | d_y | method | max-SW2 (median [IQR]) | SW2 | mean RMSE | mode TV | s / problem |",
              "|---|---|---|---|---|---|---|---|---|"]
     for cell in results:
-        for n in names:
-            m = cell["methods"][n]
-            lines.append(f"| {cell['setting']} | {cell['d_x']} | {cell['d_y']} | {n} | {m['max_sw2']:.2f} "
+        short = problems is not None and cell["problems"] < problems
+        for n, m in cell["methods"].items():
+            label = f"{n} ({cell['problems']} of {problems} problems)" if short else n
+            lines.append(f"| {cell['setting']} | {cell['d_x']} | {cell['d_y']} | {label} | {m['max_sw2']:.2f} "
                          f"[{m['max_sw2_q25']:.2f}, {m['max_sw2_q75']:.2f}] | {m['sw2']:.2f} | {m['mean_rmse']:.2f} | "
                          f"{m['mode_tv']:.2f} | {m['seconds']:.1f} |")
     return "\n".join(lines)
@@ -279,26 +341,38 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--methods", nargs="+", default=None, help="only these methods (names as in the table)")
     parser.add_argument("--out", default=None, help="folder for results.json and results.md")
     parser.add_argument("--jobs", type=int, default=1, help="problems run in this many processes, one torch thread each")
+    parser.add_argument("--summarize", action="store_true",
+                        help="run nothing: the tables of what OUT/problems.jsonl holds for these cells and methods")
     args = parser.parse_args(argv)
     unknown = set(args.methods or []) - set(methods(True))
     if unknown:
         parser.error(f"unknown method(s) {sorted(unknown)}; choose from {list(methods(True))}")
+    if args.summarize and not args.out:
+        parser.error("--summarize reads OUT/problems.jsonl: give --out")
     torch.set_grad_enabled(True)
     cells = [("svd", 8, 2)] if args.quick else (
         [("svd", d, m) for d in args.dims for m in args.obs] * ("svd" in args.settings) +
         [("inpaint", d, d // 2) for d in args.dims] * ("inpaint" in args.settings))
     problems = 2 if args.quick else args.problems
+    names = args.methods or list(methods(args.quick))
+    log = ProblemLog(args.out)
     start = time.time()
-    jobs = [(setting, d_x, d_y, p, args.quick, args.methods) for setting, d_x, d_y in cells for p in range(problems)]
-    scores = run_problems(jobs, args.jobs)
+    jobs = [(setting, d_x, d_y, p, args.quick) for setting, d_x, d_y in cells for p in range(problems)]
+    todo = [] if args.summarize else [job + (log.missing(job, names),) for job in jobs if log.missing(job, names)]
+    if len(todo) < len(jobs) and not args.summarize:
+        print(f"{len(jobs) - len(todo)} of {len(jobs)} problems already in {log.path}: running the rest", flush=True)
+    run_problems(todo, args.jobs, done=log.add)
     results = []
-    for i, (setting, d_x, d_y) in enumerate(cells):
-        per_problem = scores[i * problems:(i + 1) * problems]
-        results.append({"setting": setting, "d_x": d_x, "d_y": d_y, "problems": problems,
-                        "methods": summarize(per_problem),
-                        "seconds": sum(r["seconds"] for sc in per_problem for r in sc.values())})
+    for setting, d_x, d_y in cells:
+        per_problem = [sc for job in jobs if job[:3] == (setting, d_x, d_y) for sc in [log.get(job, names)] if sc]
+        if per_problem:
+            results.append({"setting": setting, "d_x": d_x, "d_y": d_y, "problems": len(per_problem),
+                            "methods": summarize(per_problem),
+                            "seconds": sum(r["seconds"] for sc in per_problem for r in sc.values())})
     print(f"wall time {time.time() - start:.0f} s with {args.jobs} worker(s)")
-    table = markdown(results)
+    if not results:
+        raise SystemExit(f"no finished problems of these cells and methods in {log.path}")
+    table = markdown(results, problems)
     print(table)
     if args.out:
         out = Path(args.out)

@@ -81,6 +81,40 @@ def test_parallel_workers_give_the_same_figures(capsys):
                {k: v for k, v in two[name].items() if k != "seconds"}
 
 
+def test_a_stopped_grid_run_continues_where_it_stopped(tmp_path, capsys):
+    import json
+
+    import bench_gmm
+
+    args = ["--quick", "--methods", "prior (reference)", "DPS", "--out", str(tmp_path)]
+    full = bench_gmm.main(args)[0]["methods"]
+    lines = (tmp_path / "problems.jsonl").read_text().splitlines()
+    assert [json.loads(line)["problem"] for line in lines] == [0, 1]
+    (tmp_path / "problems.jsonl").write_text(lines[0] + "\n")  # as if stopped during problem 1
+    capsys.readouterr()
+    bench_gmm.main(["--summarize"] + args)
+    assert "| DPS (1 of 2 problems) |" in capsys.readouterr().out
+    again = bench_gmm.main(args)[0]["methods"]
+    out = capsys.readouterr().out
+    assert "1 of 2 problems already in" in out and "problem 1:" in out and "problem 0:" not in out
+    for name in full:  # the continued run gives the figures of the uninterrupted one
+        assert {k: v for k, v in full[name].items() if k != "seconds"} == \
+               {k: v for k, v in again[name].items() if k != "seconds"}
+    # a method added later runs alone on the problems already there
+    bench_gmm.main(["--quick", "--methods", "DPS", "exact posterior (floor)", "--out", str(tmp_path)])
+    assert "exact posterior (floor)" in capsys.readouterr().out.split("problem 0:")[1].split("\n")[0]
+    records = [json.loads(line) for line in (tmp_path / "problems.jsonl").read_text().splitlines()]
+    assert [set(r["scores"]) for r in records[-2:]] == [{"exact posterior (floor)"}] * 2
+
+
+def test_a_damaged_problem_log_is_a_clear_error(tmp_path):
+    import bench_gmm
+
+    (tmp_path / "problems.jsonl").write_text('{"quick": true, "setting": "svd"\n')
+    with pytest.raises(SystemExit, match="line 1: not a problem record"):
+        bench_gmm.main(["--quick", "--methods", "DPS", "--out", str(tmp_path)])
+
+
 def test_every_registered_method_has_a_row_in_both_benchmarks():
     import bench_gmm
     import evaluate
