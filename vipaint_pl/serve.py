@@ -90,14 +90,15 @@ def editor_image_and_mask(value) -> tuple[np.ndarray, np.ndarray]:
 
 
 class PageEvents(Callback):
-    """Puts the run's progress on a queue: ("fit", step, total, bound terms) and ("sample", step)."""
+    """Puts the run's progress on a queue: ("fit", step, total, bound terms) and ("sample", step, phase), phase
+    "corrector" for VIPaint's Langevin steps at Ts, else "chain"."""
 
     def __init__(self, events: queue.Queue):
         self.events = events
 
     @override
     def setup(self, trainer, pl_module, stage: str) -> None:
-        pl_module.step_callback = lambda step, info: self.events.put(("sample", int(step)))
+        pl_module.step_callback = lambda step, info: self.events.put(("sample", int(step), info.get("phase", "chain")))
 
     @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -242,7 +243,8 @@ def build_app():
                 if step == total or step % max(1, total // 20) == 0:
                     yield pd.DataFrame(curve), gr.skip(), gr.skip(), gr.skip(), gr.skip(), "fitting the posterior..."
             else:
-                progress((event[1] + 1, None), desc="sampling (steps)")
+                phase = "Langevin corrector at Ts" if event[2] == "corrector" else "sampling"
+                progress((event[1] + 1, None), desc=f"{phase} (steps)")
         if run.error:
             raise gr.Error(run.error)
         out = run.output()

@@ -90,15 +90,17 @@ def tweedie_shift(prior, z: Tensor, t: int, operator, y: Tensor, sigma_y: float)
 
 
 def langevin_corrector(prior, z: Tensor, t: int, operator, y: Tensor, sigma_y: float, noise, steps: int,
-                       step_scale: float) -> Tensor:
+                       step_scale: float, callback=None) -> Tensor:
     """``steps`` unadjusted Langevin steps at time t on p(z_t | y) ~ p(z_t) N(y; A D(x0), sigma_y^2 I + sigma_t^2 A A^T)
     (the corrector of Song et al., ICLR 2021, with the likelihood of ``tweedie_shift``):
         z <- z + h grad log p(z_t | y) + sqrt(2 h) xi,   h = step_scale * sigma_t^2,
     with grad log p(z_t) = (alpha_t x0 - z_t) / sigma_t^2 (Tweedie) and grad log p(y | z_t) = alpha_t shift / sigma_t^2,
     so each step is z <- z + step_scale (alpha_t (x0 + shift) - z) + sqrt(2 step_scale) sigma_t xi. The step is a fixed
-    share of sigma_t^2, which bounds the curvature of the smoothed log-density: no step size to tune per problem."""
+    share of sigma_t^2, which bounds the curvature of the smoothed log-density: no step size to tune per problem.
+    ``callback(i, info)`` sees every step, with ``info["phase"] == "corrector"``."""
     alpha, sigma = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
-    for _ in range(steps):
+    for i in range(steps):
         x0, shift = tweedie_shift(prior, z, t, operator, y, sigma_y)
         z = z + step_scale * (alpha * (x0 + shift) - z) + (2 * step_scale) ** 0.5 * sigma * noise.like(z)
+        report(callback, i, t=t, z=z, x0=x0.detach(), phase="corrector")
     return z.detach()

@@ -600,21 +600,24 @@ def sample_rows(post: HierarchicalPosterior, idx: Tensor, noise, logits: Tensor 
 
 def sample_posterior(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
                      cfg: PosteriorSamplingConfig, bound: BoundConfig, callback=None) -> Tensor:
-    """Phase 3: clean codes (B * per_query, ...) for the queries ``idx`` (with their ``operator`` and ``y``)."""
-    z = sample_ts(prior, post, operator, y, idx, noise, cfg, bound)
-    return sample_below(prior, z, post.times[-1], operator, y, noise, cfg, bound, callback)
+    """Phase 3: clean codes (B * per_query, ...) for the queries ``idx`` (with their ``operator`` and ``y``).
+    ``callback`` numbers the corrector's steps first (phase "corrector"), then the chain's."""
+    z = sample_ts(prior, post, operator, y, idx, noise, cfg, bound, callback)
+    below = None if callback is None else (lambda i, info: callback(cfg.corrector_steps + i, info))
+    return sample_below(prior, z, post.times[-1], operator, y, noise, cfg, bound, below)
 
 
 def sample_ts(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
-              cfg: PosteriorSamplingConfig, bound: BoundConfig) -> Tensor:
+              cfg: PosteriorSamplingConfig, bound: BoundConfig, callback=None) -> Tensor:
     """z_Ts ~ q (B * per_query, ...): a component per sample by ``cfg.component_weights``, then ancestral
-    sampling through its hierarchy (``cfg.lower_draws``), then ``cfg.corrector_steps`` Langevin steps at Ts."""
+    sampling through its hierarchy (``cfg.lower_draws``), then ``cfg.corrector_steps`` Langevin steps at Ts
+    (reported to ``callback``)."""
     z = _sample_hierarchy(prior, post, operator, y, idx, noise, cfg, bound)
     if cfg.corrector_steps == 0:
         return z
     return langevin_corrector(prior, z, post.times[-1], operator.repeat_interleave(noise.per_query), noise.repeat(y),
                               likelihood_std(operator, bound), noise.stream("corrector"), cfg.corrector_steps,
-                              cfg.corrector_scale)
+                              cfg.corrector_scale, callback)
 
 
 def _sample_hierarchy(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
