@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from run_log import RunLog
 from vipaint_pl.methods import METHODS, method_config, run_method
 from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
 from vipaint_pl.operators import DenseLinear, random_dense_operator
@@ -273,42 +274,24 @@ def run_problems(jobs: list[tuple], workers: int, done=None) -> list[dict]:
         return results
 
 
-class ProblemLog:
+class ProblemLog(RunLog):
     """OUT/problems.jsonl: one line per finished problem (its cell, index, and every method's scores), so a
     stopped run keeps what it computed and the same command continues it."""
 
-    def __init__(self, folder: Path | None):
-        self.path = None if folder is None else Path(folder) / "problems.jsonl"
-        self.scores: dict[tuple, dict[str, dict]] = {}  # (quick, setting, d_x, d_y, p) -> method -> scores
-        if self.path is not None and self.path.exists():
-            for n, line in enumerate(self.path.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    key = (rec["quick"], rec["setting"], rec["d_x"], rec["d_y"], rec["problem"])
-                    self.scores.setdefault(key, {}).update(rec["scores"])
-                except (ValueError, KeyError, TypeError) as err:
-                    raise SystemExit(f"{self.path}, line {n}: not a problem record ({err}); move the file away "
-                                     "to start the run afresh") from err
+    def __init__(self, folder: str | None):
+        super().__init__(folder, "problems.jsonl", ("quick", "setting", "d_x", "d_y", "problem"), "scores")
 
     def missing(self, job: tuple, names: list[str]) -> list[str]:
         """The methods of ``names`` that have no scores for ``job`` yet."""
-        have = self.scores.get(self._key(job), {})
+        have = self.get(self._key(job))
         return [n for n in names if n not in have]
 
-    def add(self, job: tuple, scores: dict[str, dict]) -> None:
-        self.scores.setdefault(self._key(job), {}).update(scores)
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            setting, d_x, d_y, p, quick = job[:5]
-            with self.path.open("a") as f:
-                f.write(json.dumps({"quick": quick, "setting": setting, "d_x": d_x, "d_y": d_y, "problem": p,
-                                    "scores": scores}) + "\n")
+    def add_job(self, job: tuple, scores: dict[str, dict]) -> None:
+        self.add(self._key(job), scores)
 
-    def get(self, job: tuple, names: list[str]) -> dict[str, dict] | None:
+    def scores(self, job: tuple, names: list[str]) -> dict[str, dict] | None:
         """The scores of ``names`` on ``job`` in that order, or None if any is missing."""
-        have = self.scores.get(self._key(job), {})
+        have = self.get(self._key(job))
         return {n: have[n] for n in names} if all(n in have for n in names) else None
 
     @staticmethod
@@ -361,10 +344,10 @@ def main(argv=None) -> list[dict]:
     todo = [] if args.summarize else [job + (log.missing(job, names),) for job in jobs if log.missing(job, names)]
     if len(todo) < len(jobs) and not args.summarize:
         print(f"{len(jobs) - len(todo)} of {len(jobs)} problems already in {log.path}: running the rest", flush=True)
-    run_problems(todo, args.jobs, done=log.add)
+    run_problems(todo, args.jobs, done=log.add_job)
     results = []
     for setting, d_x, d_y in cells:
-        per_problem = [sc for job in jobs if job[:3] == (setting, d_x, d_y) for sc in [log.get(job, names)] if sc]
+        per_problem = [sc for job in jobs if job[:3] == (setting, d_x, d_y) for sc in [log.scores(job, names)] if sc]
         if per_problem:
             results.append({"setting": setting, "d_x": d_x, "d_y": d_y, "problems": len(per_problem),
                             "methods": summarize(per_problem),

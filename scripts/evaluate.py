@@ -20,6 +20,10 @@ of the authors' 500, latent prior only, for its cost), DAPS (the authors' 200 an
 the authors' 300 steps). A method added to the registry gets a row.
 
     python scripts/evaluate.py --images 10 --out outputs/evaluate
+
+With --out, every image's metrics go to OUT/images.jsonl as soon as they are measured, and a run with the same
+--out skips the images found there: a stopped run is continued by repeating its command (each query's noise
+depends on its index only, so the figures do not change).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from run_log import RunLog
 from torch import nn
 
 from vipaint_pl import rng
@@ -49,6 +54,7 @@ from vipaint_pl.settings import merge_dicts
 PRIORS = {"digits-latent": ("latent", 32), "digits-pixel": ("pixel", 16)}
 MASKS = ("small", "random", "half")
 NUM_SAMPLES = 10
+IMAGE_KEY = ("prior", "mask", "method", "image")  # the fields of a line of OUT/images.jsonl
 
 
 # ---- the digit classifier ----------------------------------------------------------------------
@@ -150,7 +156,10 @@ def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: n
             "distinct_digits": float(predicted.unique().numel())}
 
 
-def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first: int = 0, masks=MASKS) -> dict:
+def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first: int = 0, masks=MASKS,
+                   done: RunLog | None = None) -> dict:
+    """Every cell (mask kind, method) of one prior; the images already in ``done`` are not run again."""
+    done = done or RunLog(None, "images.jsonl", IMAGE_KEY, "metrics")
     kind, size = PRIORS[prior_name]
     prior = load_prior(kind, f"embedded:{prior_name}")
     net, clean_acc = train_classifier(size)
@@ -164,6 +173,9 @@ def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first:
             rows = []
             for i in range(first, first + images):
                 qname = f"{prior_name}/{i}"
+                if done.get((prior_name, mask_kind, label, i)):
+                    rows.append(done.get((prior_name, mask_kind, label, i)))
+                    continue
                 mask = make_mask(mask_kind, size, size, np.random.default_rng(rng.query_seed(0, qname, mask_kind)))
                 y = Inpainting(mask[None])(x[i : i + 1])
                 start = time.time()
@@ -171,6 +183,7 @@ def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first:
                 seconds = time.time() - start
                 metrics = image_metrics(samples, x[i : i + 1], int(labels[i]), net, stlpips, lpips)
                 rows.append(metrics | {"seconds": seconds})
+                done.add((prior_name, mask_kind, label, i), rows[-1])
             table["cells"][f"{mask_kind}/{label}"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
             table.setdefault("per_image", {})[f"{mask_kind}/{label}"] = rows
             log(f"{prior_name} {mask_kind} {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in
@@ -203,8 +216,11 @@ def main(argv=None) -> dict:
                              "be extended (each query's noise depends on its index only; see scripts/merge_evaluate.py)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    done = RunLog(args.out, "images.jsonl", IMAGE_KEY, "metrics")
+    if done.values:
+        print(f"{len(done.values)} images already in {done.path}: they are not run again", flush=True)
     results = {p: evaluate_prior(p, args.images, args.methods, lambda s: print(s, flush=True), args.first,
-                                 args.masks) for p in args.priors}
+                                 args.masks, done) for p in args.priors}
     table = markdown(results)
     print(table)
     for p, r in results.items():

@@ -111,8 +111,28 @@ def test_a_damaged_problem_log_is_a_clear_error(tmp_path):
     import bench_gmm
 
     (tmp_path / "problems.jsonl").write_text('{"quick": true, "setting": "svd"\n')
-    with pytest.raises(SystemExit, match="line 1: not a problem record"):
+    with pytest.raises(SystemExit, match="line 1: not a record of this run"):
         bench_gmm.main(["--quick", "--methods", "DPS", "--out", str(tmp_path)])
+
+
+def test_a_stopped_image_benchmark_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
+    import evaluate
+
+    monkeypatch.setattr(evaluate, "CHAIN", 4)  # short chains: this checks the bookkeeping, not the method
+    monkeypatch.setattr(evaluate, "train_classifier", lambda size: (_Always(), 1.0))
+    args = ["--images", "2", "--priors", "digits-pixel", "--masks", "small", "--methods", "DPS", "--out", str(tmp_path)]
+    full = evaluate.main(args)["digits-pixel"]["cells"]["small/DPS"]
+    lines = (tmp_path / "images.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    (tmp_path / "images.jsonl").write_text(lines[0] + "\n")  # as if stopped during the second image
+    calls = []
+    run_row = evaluate.run_row
+    monkeypatch.setattr(evaluate, "run_row", lambda *a: calls.append(a[-1]) or run_row(*a))
+    capsys.readouterr()
+    again = evaluate.main(args)["digits-pixel"]["cells"]["small/DPS"]
+    assert "1 images already in" in capsys.readouterr().out and calls == ["digits-pixel/1"]
+    same = {k: v for k, v in again.items() if k != "seconds"}
+    assert same == pytest.approx({k: v for k, v in full.items() if k != "seconds"}, rel=0, abs=0, nan_ok=True)
 
 
 def test_every_registered_method_has_a_row_in_both_benchmarks():
