@@ -138,6 +138,9 @@ ROWS = [
      "vipaint", merge_dicts(LOWER_32, {"init": {"candidates": 256}})),
     ("VIPaint-2 mixture, optimal weights, gate lr 0.1, cosine, sampler x0 variance, 32 lower draws, Langevin 50",
      "vipaint", merge_dicts(LOWER_32, {"sampling": {"corrector_steps": 50}})),
+    ("VIPaint-2 mixture of 16, optimal weights, gate lr 0.1, cosine, sampler x0 variance, 32 lower draws, Langevin 50",
+     "vipaint", merge_dicts(LOWER_32, {"components": 16, "init": {"candidates": 128},
+                                       "sampling": {"corrector_steps": 50}})),
     ("VIPaint-2 mixture, optimal weights, gate lr 0.1, cosine, sampler x0 variance, gate per element", "vipaint", {
         "k": 2, "components": 8, "init": {"start": "mixed"}, "gamma_per_element": True,
         "optim": {"lr_weights": 0.5, "lr_gamma": 0.1, "lr_log_std": 0.01, "schedule": "cosine"},
