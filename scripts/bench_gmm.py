@@ -46,7 +46,7 @@ import torch
 from run_log import RunLog
 from vipaint_pl.methods import METHODS, method_config, run_method
 from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
-from vipaint_pl.operators import DenseLinear, random_dense_operator
+from vipaint_pl.operators import CoordinateSubset, random_dense_operator
 from vipaint_pl.priors.gmm import grid_mixture_prior
 from vipaint_pl.settings import merge_dicts
 
@@ -62,7 +62,7 @@ def make_problem(setting: str, d_x: int, d_y: int, seed: int):
         sigma_y = float(torch.rand((), generator=g, dtype=torch.float64)) * float(torch.linalg.svdvals(op.matrix).max())
     else:
         keep = torch.randperm(d_x, generator=g)[: d_x // 2].sort().values
-        op, sigma_y = DenseLinear(torch.eye(d_x, dtype=torch.float64)[keep]), 0.05
+        op, sigma_y = CoordinateSubset(keep, d_x), 0.05  # the identity's rows ``keep``, applied as an index
     x = prior.sample(1, g)
     y = op.measure(x, sigma_y, g)
     return prior, op, x, y, sigma_y

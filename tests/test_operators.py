@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vipaint_pl.errors import MaskError, ShapeError
-from vipaint_pl.operators import DenseLinear, GaussianBlur, Inpainting, SuperResolution
+from vipaint_pl.operators import CoordinateSubset, DenseLinear, GaussianBlur, Inpainting, SuperResolution
 
 
 def _ops():
@@ -13,10 +13,11 @@ def _ops():
         "sr": (SuperResolution(2), (2, 3, 8, 8)),
         "blur": (GaussianBlur(5, 1.5), (2, 3, 8, 8)),
         "dense": (DenseLinear(torch.randn(5, 12, dtype=torch.float64)), (2, 12)),
+        "subset": (CoordinateSubset(torch.tensor([7, 0, 3, 11]), 12), (2, 12)),
     }
 
 
-@pytest.mark.parametrize("name", ["inpainting", "sr", "blur", "dense"])
+@pytest.mark.parametrize("name", ["inpainting", "sr", "blur", "dense", "subset"])
 def test_adjoint_identity(name):
     op, shape = _ops()[name]
     op = op.double()
@@ -27,7 +28,7 @@ def test_adjoint_identity(name):
     torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["inpainting", "sr", "blur", "dense"])
+@pytest.mark.parametrize("name", ["inpainting", "sr", "blur", "dense", "subset"])
 def test_pseudo_inverse_penrose_conditions(name):
     op, shape = _ops()[name]
     op = op.double()
@@ -38,7 +39,7 @@ def test_pseudo_inverse_penrose_conditions(name):
     torch.testing.assert_close(op.project(p), p, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["inpainting", "sr", "blur", "dense"])
+@pytest.mark.parametrize("name", ["inpainting", "sr", "blur", "dense", "subset"])
 def test_pinv_matches_dense_matrix_pinv(name):
     op, shape = _ops()[name]
     op = op.double()
@@ -107,3 +108,20 @@ def test_conditional_noise_and_whitened_square_match_the_gaussian_conditional(ma
             r = r @ A
         residual = r.reshape(4, *shape) if make == "inpainting" else r
         torch.testing.assert_close(op.whitened_square(residual, prior_var, sigma_y), ((r @ inner) * r).sum(1))
+
+
+def test_coordinate_subset_gives_the_dense_products_values_exactly():
+    """The index and scatter give bit for bit what the product with the identity's rows gives, gradients too."""
+    keep = torch.tensor([5, 1, 2, 9, 7])
+    subset, dense = CoordinateSubset(keep, 10), DenseLinear(torch.eye(10, dtype=torch.float64)[keep])
+    x = torch.randn(3, 10, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 5, dtype=torch.float64)
+    assert torch.equal(subset(x), dense(x)) and torch.equal(subset.transpose(y), dense.transpose(y))
+    assert torch.equal(subset.pinv(y), dense.pinv(y)) and torch.equal(subset.matrix, dense.matrix)
+    (g_subset,) = torch.autograd.grad((subset(x) * y).sum(), x)
+    (g_dense,) = torch.autograd.grad((dense(x) * y).sum(), x)
+    assert torch.equal(g_subset, g_dense)
+    with pytest.raises(ShapeError, match="non-empty 1-D index into 10"):
+        CoordinateSubset(torch.tensor([3, 10]), 10)
+    with pytest.raises(ShapeError, match="takes 10"):
+        subset(torch.zeros(1, 11))
