@@ -63,7 +63,7 @@ class QueryNoise:
     def randn(self, shape: Sequence[int], like: Tensor) -> Tensor:
         """Standard normals of shape (batch, *shape) on ``like``'s device and dtype."""
         out = [torch.randn(self.per_query, *shape, generator=g, dtype=torch.float32) for g in self.generators]
-        return to_device(torch.cat(out).to(like.dtype), like.device)
+        return to_device((out[0] if len(out) == 1 else torch.cat(out)).to(like.dtype), like.device)  # no copy for one
 
     def like(self, tensor: Tensor) -> Tensor:
         """Standard normals shaped like ``tensor`` (whose first dimension is ``batch``)."""
