@@ -344,7 +344,7 @@ def main(argv=None) -> list[dict]:
     log = ProblemLog(args.out)
     start = time.time()
     jobs = [(setting, d_x, d_y, p, args.quick) for setting, d_x, d_y in cells for p in range(problems)]
-    todo = [] if args.summarize else [job + (log.missing(job, names),) for job in jobs if log.missing(job, names)]
+    todo = [] if args.summarize else [job + (missing,) for job in jobs if (missing := log.missing(job, names))]
     if len(todo) < len(jobs) and not args.summarize:
         print(f"{len(jobs) - len(todo)} of {len(jobs)} problems already in {log.path}: running the rest", flush=True)
     run_problems(todo, args.jobs, done=log.add_job)

@@ -173,8 +173,8 @@ def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first:
             rows = []
             for i in range(first, first + images):
                 qname = f"{prior_name}/{i}"
-                if done.get((prior_name, mask_kind, label, i)):
-                    rows.append(done.get((prior_name, mask_kind, label, i)))
+                if finished := done.get((prior_name, mask_kind, label, i)):
+                    rows.append(finished)
                     continue
                 mask = make_mask(mask_kind, size, size, np.random.default_rng(rng.query_seed(0, qname, mask_kind)))
                 y = Inpainting(mask[None])(x[i : i + 1])
