@@ -141,6 +141,11 @@ ROWS = [
     ("VIPaint-2 mixture of 16, optimal weights, gate lr 0.1, cosine, sampler x0 variance, 32 lower draws, Langevin 50",
      "vipaint", merge_dicts(LOWER_32, {"components": 16, "init": {"candidates": 128},
                                        "sampling": {"corrector_steps": 50}})),
+    # every component fitted with equal weight (optim.lr_weights 0: learned weights starve the gradients of all
+    # components but one), all started from 256 resampled prior draws, the prior term's gradient by the score
+    ("VIPaint-2 mixture, equal weights in the fit, 256 resampled starts, score gradient, 32 lower draws, Langevin 50",
+     "vipaint", merge_dicts(LOWER_32, {"init": {"start": "resampled", "candidates": 256}, "optim": {"lr_weights": 0.0},
+                                       "bound": {"prior_gradient": "score"}, "sampling": {"corrector_steps": 50}})),
     ("VIPaint-2 mixture, optimal weights, gate lr 0.1, cosine, sampler x0 variance, gate per element", "vipaint", {
         "k": 2, "components": 8, "init": {"start": "mixed"}, "gamma_per_element": True,
         "optim": {"lr_weights": 0.5, "lr_gamma": 0.1, "lr_log_std": 0.01, "schedule": "cosine"},

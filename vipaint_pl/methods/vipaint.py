@@ -72,6 +72,12 @@ class BoundConfig(Settings):
     # the diffusion term's time: "uniform" (the paper) or "importance" (drawn by the VLB's own step weights, the
     # same expectation with far less variance; ``diffusion_loss``)
     time_sampling: Literal["uniform", "importance"] = "uniform"
+    # the gradient of the diffusion term (the prior's -log p(z_Te)) in the fit: "vlb" (the paper: through the
+    # one-time Monte Carlo estimate of the diffusion VLB, whose spread grows with the dimension) or "score" (the
+    # pathwise gradient of -log p(z_Te) itself through the prior's score at Te, (z - alpha_Te D(z)) / sigma_Te^2:
+    # one denoiser evaluation, no time drawn, no backward pass through the denoiser; the bound's value is still
+    # the VLB estimate; ``score_gradient``)
+    prior_gradient: Literal["vlb", "score"] = "vlb"
 
 
 @dataclass
@@ -376,8 +382,26 @@ def _sample_terms(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
     recon = reconstruction_loss(operator, x, y, cfg, perceptual, float(prior.schedule.sigma(posterior.times[-1])))
     # stratified t, drawn and kept on the CPU: the times index the schedule there (no device round trip)
     u = (noise.rand(torch.empty(0)).view(-1, M, S) + torch.arange(S, dtype=torch.float64)) / S
-    diff = diffusion_loss(prior, z_top, posterior.times[0], u.flatten(), noise.like(z_top), cfg.time_sampling)
+    if cfg.prior_gradient == "score":
+        with torch.no_grad():
+            diff = diffusion_loss(prior, z_top, posterior.times[0], u.flatten(), noise.like(z_top), cfg.time_sampling)
+        diff = diff + score_gradient(prior, z_top, posterior.times[0])
+    else:
+        diff = diffusion_loss(prior, z_top, posterior.times[0], u.flatten(), noise.like(z_top), cfg.time_sampling)
     return z_top, recon, diff, kl, path
+
+
+def score_gradient(prior, z: Tensor, t: int) -> Tensor:
+    """Zero per sample whose gradient is that of -log p_t(z) (``BoundConfig.prior_gradient: score``): the
+    pathwise gradient E_q[-grad_z log p_t(z) dz/dphi] with the prior's score by Tweedie's formula,
+    grad log p_t(z) = (alpha_t D(z, t) - z) / sigma_t^2 (the score-distillation gradient of Poole et al.,
+    ICLR 2023, at the hierarchy's top time, without its weighting)."""
+    if not z.requires_grad:
+        return z.new_zeros(z.shape[0])
+    with torch.no_grad():
+        a, s = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
+        minus_score = (z - a * prior.predict_x0(z, t)) / s**2
+    return (minus_score * (z - z.detach())).flatten(1).sum(1)
 
 
 def _log_normal(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
