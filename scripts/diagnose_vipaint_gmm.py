@@ -13,6 +13,10 @@ benchmark's rows (the same streams as ``run_method``, so "VIPaint" below is that
 If "exact start" is near the exact floor, the fit is what is missing; if not, the chain is.
 
     python scripts/diagnose_vipaint_gmm.py --setting inpaint --dx 8 --dy 4 --problems 6
+
+With --weights it reports a mixture's components instead: the exact posterior mode each one sits on, the exact
+mass on the modes reached, and the total variation between the sampler's component weights (summed per mode) and
+the exact mode weights.
 """
 
 from __future__ import annotations
@@ -91,6 +95,28 @@ def run(setting: str, d_x: int, d_y: int, p: int, row: str, changes: dict | None
             "exact start": compare(from_exact, exact_x0, post.means, post.weights, obs, unobs)}
 
 
+def component_weights(setting: str, d_x: int, d_y: int, p: int, row: str, changes: dict | None = None) -> dict:
+    """The fitted mixture against the exact posterior's modes: the mode of each component (its top level's x0
+    estimate, nearest exact component mean), the sampler's weights (``component_weights: optimal``, 256 draws) summed
+    per mode, the exact mass on the modes reached, and the total variation between the two weightings."""
+    from vipaint_pl.methods.vipaint import _component_draws, optimal_mixture_weights
+
+    seed = 1000 * d_x + 10 * d_y + p
+    prior, op, x, y, sigma_y = make_problem(setting, d_x, d_y, seed)
+    op.sigma_y = sigma_y
+    post = prior.exact_posterior(op, y, sigma_y)
+    cfg = row_config("vipaint", merge_dicts(next(r[2] for r in ROWS if r[0] == row), changes or {}), 100)
+    noise = QueryNoise(seed, ["0"], "vipaint", N_METHOD)
+    q = fit_posterior(prior, op, y, noise, cfg)
+    mode = torch.cdist(prior.predict_x0(q.mu[0], q.times[0]).double(), post.means).argmin(1)
+    log_w = optimal_mixture_weights(*_component_draws(prior, q, op, y, torch.zeros(1, dtype=torch.long),
+                                                      noise.stream("sample"), cfg.bound, 256))
+    fitted = torch.zeros_like(post.weights).index_add_(0, mode, log_w[0].exp())
+    reached = torch.zeros_like(post.weights).index_fill_(0, mode, 1.0)
+    return {"modes": sorted(set(mode.tolist())), "weight_tv": float(0.5 * (fitted - post.weights).abs().sum()),
+            "exact_mass_reached": float((reached * post.weights).sum())}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setting", default="inpaint", choices=["svd", "inpaint"])
@@ -101,8 +127,22 @@ def main(argv=None):
     parser.add_argument("--row", default=BEST_ROW, choices=[r[0] for r in ROWS if r[1] == "vipaint"])
     parser.add_argument("--changes", type=json.loads, default=None,
                         help='changes to the row\'s config, as JSON: \'{"sampling": {"lower_draws": 32}}\'')
+    parser.add_argument("--weights", action="store_true",
+                        help="only the mixture's components against the exact modes (``component_weights``)")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(True)
+    if args.weights:
+        tvs, reached = [], []
+        for p in range(args.first, args.first + args.problems):
+            r = component_weights(args.setting, args.dx, args.dy, p, args.row, args.changes)
+            tvs.append(r["weight_tv"])
+            reached.append(r["exact_mass_reached"])
+            print(f"problem {p}: modes {r['modes']}, exact mass reached {r['exact_mass_reached']:.3f}, "
+                  f"weight TV {r['weight_tv']:.3f}", flush=True)
+        print(f"\n{args.setting} {args.dx}/{args.dy}, {args.problems} problems, row {args.row!r}"
+              f"{f' with {args.changes}' if args.changes else ''}: median weight TV {statistics.median(tvs):.2f}, "
+              f"median exact mass reached {statistics.median(reached):.2f}")
+        return
     results = []
     for p in range(args.first, args.first + args.problems):
         r = run(args.setting, args.dx, args.dy, p, args.row, args.changes)

@@ -189,3 +189,16 @@ def test_diagnosis_compare_reads_one_on_exact_draws_and_the_width_error_it_is_gi
     narrowed = other - 0.5 * ((other - means) @ unobs) @ unobs.T
     shrunk = compare(narrowed, exact, post.means, post.weights, obs, unobs)
     assert abs(shrunk["std_unobs"] - 0.5) < 0.05 and abs(shrunk["std_obs"] - 1) < 0.06
+
+
+def test_diagnose_reports_a_mixtures_components_against_the_exact_modes():
+    """``diagnose_vipaint_gmm.py --weights`` on svd 8/1 problem 0 (five posterior modes) with the grid's
+    equal-weights row: the components reach every mode with mass, and the sampler's weights match the exact ones
+    (measured TV 0.087; the row fitted with learned weights reaches 0.55 of the mass, TV 0.45)."""
+    from diagnose_vipaint_gmm import component_weights
+
+    row = "VIPaint-2 mixture, equal weights in the fit, 256 resampled starts, score gradient, 32 lower draws, Langevin 50"
+    torch.set_grad_enabled(True)
+    r = component_weights("svd", 8, 1, 0, row)
+    assert r["exact_mass_reached"] > 0.95, r
+    assert 0.0 <= r["weight_tv"] < 0.15, r
