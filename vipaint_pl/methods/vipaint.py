@@ -102,7 +102,9 @@ class OptimConfig(Settings):
     lr_mean: float = bounded(0.1, low=0.0, low_open=True)
     lr_log_std: float = bounded(0.001, low=0.0, low_open=True)
     lr_gamma: float = bounded(0.01, low=0.0)  # 0 keeps gamma at its start
-    lr_weights: float = bounded(0.05, low=0.0)  # mixture weights' logits (components > 1); 0 keeps them equal
+    # mixture weights' logits (components > 1); 0 keeps them equal, the measured best with sampling.component_weights
+    # "optimal": learned weights collapse onto one component and its weight scales away the others' gradients
+    lr_weights: float = bounded(0.05, low=0.0)
     betas: tuple[float, float] = (0.9, 0.99)
     # "step": StepLR(lr_step_size, lr_decay) (the official code); "cosine": cosine annealing to 0 over the fit,
     # so that the last steps average out the Monte Carlo noise of the gradients instead of jittering
