@@ -68,17 +68,23 @@ def compare(samples, exact, means, weights, obs, unobs) -> dict:
     return out | {"offset": float(offset.norm() / offset.numel() ** 0.5)}
 
 
-def run(setting: str, d_x: int, d_y: int, p: int, row: str, changes: dict | None = None) -> dict[str, dict]:
+def fitted(setting: str, d_x: int, d_y: int, p: int, row: str, changes: dict | None = None):
+    """Problem ``p`` of a cell, its exact posterior, and the row's VIPaint fitted to it as ``bench_gmm.py`` fits it:
+    (seed, prior, op, y, post, cfg, noise, q)."""
     seed = 1000 * d_x + 10 * d_y + p  # as bench_gmm.run_problem
     prior, op, x, y, sigma_y = make_problem(setting, d_x, d_y, seed)
     op.sigma_y = sigma_y
     post = prior.exact_posterior(op, y, sigma_y)
+    cfg = row_config("vipaint", merge_dicts(next(r[2] for r in ROWS if r[0] == row), changes or {}), 100)
+    noise = QueryNoise(seed, ["0"], "vipaint", N_METHOD)  # run_method's streams
+    return seed, prior, op, y, post, cfg, noise, fit_posterior(prior, op, y, noise, cfg)
+
+
+def run(setting: str, d_x: int, d_y: int, p: int, row: str, changes: dict | None = None) -> dict[str, dict]:
+    seed, prior, op, y, post, cfg, noise, q = fitted(setting, d_x, d_y, p, row, changes)
     g = torch.Generator().manual_seed(seed + 7)
     exact_x0 = post.sample(N_EXACT, g)
     obs, unobs = directions(op, d_x)
-    cfg = row_config("vipaint", merge_dicts(next(r[2] for r in ROWS if r[0] == row), changes or {}), 100)
-    noise = QueryNoise(seed, ["0"], "vipaint", N_METHOD)  # run_method's streams
-    q = fit_posterior(prior, op, y, noise, cfg)
     ts, idx, sample_noise = q.times[-1], torch.zeros(1, dtype=torch.long), noise.stream("sample")
     a, s = float(prior.schedule.alpha(ts)), float(prior.schedule.sigma(ts))
     exact_z = a * exact_x0 + s * torch.randn(exact_x0.shape, generator=g, dtype=torch.float64)
@@ -101,19 +107,13 @@ def component_weights(setting: str, d_x: int, d_y: int, p: int, row: str, change
     per mode, the exact mass on the modes reached, and the total variation between the two weightings."""
     from vipaint_pl.methods.vipaint import _component_draws, optimal_mixture_weights
 
-    seed = 1000 * d_x + 10 * d_y + p
-    prior, op, x, y, sigma_y = make_problem(setting, d_x, d_y, seed)
-    op.sigma_y = sigma_y
-    post = prior.exact_posterior(op, y, sigma_y)
-    cfg = row_config("vipaint", merge_dicts(next(r[2] for r in ROWS if r[0] == row), changes or {}), 100)
-    noise = QueryNoise(seed, ["0"], "vipaint", N_METHOD)
-    q = fit_posterior(prior, op, y, noise, cfg)
+    _, prior, op, y, post, cfg, noise, q = fitted(setting, d_x, d_y, p, row, changes)
     mode = torch.cdist(prior.predict_x0(q.mu[0], q.times[0]).double(), post.means).argmin(1)
     log_w = optimal_mixture_weights(*_component_draws(prior, q, op, y, torch.zeros(1, dtype=torch.long),
                                                       noise.stream("sample"), cfg.bound, 256))
-    fitted = torch.zeros_like(post.weights).index_add_(0, mode, log_w[0].exp())
+    per_mode = torch.zeros_like(post.weights).index_add_(0, mode, log_w[0].exp())
     reached = torch.zeros_like(post.weights).index_fill_(0, mode, 1.0)
-    return {"modes": sorted(set(mode.tolist())), "weight_tv": float(0.5 * (fitted - post.weights).abs().sum()),
+    return {"modes": sorted(set(mode.tolist())), "weight_tv": float(0.5 * (per_mode - post.weights).abs().sum()),
             "exact_mass_reached": float((reached * post.weights).sum())}
 
 

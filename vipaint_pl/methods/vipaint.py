@@ -384,12 +384,11 @@ def _sample_terms(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
     recon = reconstruction_loss(operator, x, y, cfg, perceptual, float(prior.schedule.sigma(posterior.times[-1])))
     # stratified t, drawn and kept on the CPU: the times index the schedule there (no device round trip)
     u = (noise.rand(torch.empty(0)).view(-1, M, S) + torch.arange(S, dtype=torch.float64)) / S
-    if cfg.prior_gradient == "score":
-        with torch.no_grad():
-            diff = diffusion_loss(prior, z_top, posterior.times[0], u.flatten(), noise.like(z_top), cfg.time_sampling)
-        diff = diff + score_gradient(prior, z_top, posterior.times[0])
-    else:
+    by_score = cfg.prior_gradient == "score"  # the VLB's value only; its gradient from the score at Te
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not by_score):
         diff = diffusion_loss(prior, z_top, posterior.times[0], u.flatten(), noise.like(z_top), cfg.time_sampling)
+    if by_score:
+        diff = diff + score_gradient(prior, z_top, posterior.times[0])
     return z_top, recon, diff, kl, path
 
 
