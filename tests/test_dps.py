@@ -84,3 +84,24 @@ def test_x0_is_clipped_on_priors_with_a_data_range_only():
     Wide.x0_range = None  # a latent or Gaussian-mixture prior: nothing to clip
     assert float(predict_x0(Wide(), z, 5, clip=True).detach().abs().max()) == 3.0
     assert DPSConfig().clip_x0
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_vipaint_chain_below_ts_clips_x0_as_dps_does(clip):
+    # A prior whose data lie outside [-1, 1]: with a data range declared, ``sampling.clip_x0`` keeps every x0 of
+    # VIPaint's DPS chain inside it (and the chain's last x0 moves with it); without, x0 leaves it.
+    from vipaint_pl.methods.vipaint import BoundConfig, PosteriorSamplingConfig, sample_below
+    from vipaint_pl.operators import DenseLinear
+    from vipaint_pl.priors.gmm import GaussianMixturePrior
+    from vipaint_pl.rng import QueryNoise
+
+    prior = GaussianMixturePrior(torch.ones(1), torch.full((1, 2), 3.0), torch.full((1, 2), 0.1))
+    prior.x0_range = (-1.0, 1.0)
+    seen = []
+    cfg = PosteriorSamplingConfig(steps=10, corrector_steps=0, clip_x0=clip)
+    noise = QueryNoise(0, ["q"], "vipaint", 8)
+    z = prior.schedule.alpha(400) * torch.full((8, 2), 3.0)
+    sample_below(prior, z.float(), 400, DenseLinear(torch.eye(2)[[0]]), torch.tensor([[3.0]]), noise, cfg,
+                 BoundConfig(), callback=lambda i, info: seen.append(info["x0"]))
+    largest = max(float(x0.abs().max()) for x0 in seen)
+    assert largest == 1.0 if clip else largest > 2.0

@@ -147,6 +147,9 @@ class PosteriorSamplingConfig(Settings):
     # below Ts is calibrated. 0: none (the paper)
     corrector_steps: int = bounded(50, low=0)
     corrector_scale: float = bounded(0.05, low=0.0, high=1.0, low_open=True)
+    # clip x0 to the prior's data range in the DPS chain below Ts, as DPS does (``DPSConfig.clip_x0``; the
+    # official DPS's clip_denoised). Pixel priors only: latent and Gaussian-mixture priors have no range
+    clip_x0: bool = False
 
 
 @dataclass
@@ -686,7 +689,8 @@ def sample_below(prior, z: Tensor, ts: int, operator, y: Tensor, noise, cfg: Pos
         return tweedie_guided_reverse_diffusion(prior, z, ts, noise, cfg.steps, cfg.eta, operator, y,
                                                 likelihood_std(operator, bound), callback, variance=cfg.variance)
     loss = lambda x0: fidelity.residual_norm(operator, prior.decode(x0), y)  # noqa: E731  DPS on the same y
-    return guided_reverse_diffusion(prior, z, ts, noise, cfg.steps, cfg.dps_step_size, cfg.eta, loss, callback)
+    return guided_reverse_diffusion(prior, z, ts, noise, cfg.steps, cfg.dps_step_size, cfg.eta, loss, callback,
+                                    cfg.clip_x0)
 
 
 def vipaint_sample(prior, operator, y: Tensor, noise, cfg: VIPaintConfig, callback=None) -> Tensor:
