@@ -165,6 +165,41 @@ def test_merged_evaluate_runs_weigh_each_run_by_its_images(tmp_path):
     assert "distinct_digits" not in merged["cells"]["half/DPS"]  # only one of its runs has it
 
 
+def test_paired_comparison_pairs_digits_across_runs_and_brackets_the_difference(tmp_path):
+    import json
+
+    import numpy as np
+    from compare_evaluate import main as compare_main
+    from compare_evaluate import paired_difference
+
+    # A is B + 0.01 on every digit, whatever the digit's own level: the difference and its interval are 0.01 exactly.
+    # Digits 0-9 in one run, 10-19 in another, digit 20 has row A only (not paired, left out).
+    level = np.random.default_rng(1).normal(size=21)
+    for run, digits in (("r1", range(10)), ("r2", range(10, 21))):
+        (tmp_path / run).mkdir()
+        with open(tmp_path / run / "images.jsonl", "w") as f:
+            for i in digits:
+                for method, shift in (("A", 0.01), ("B", 0.0)):
+                    if method == "B" and i == 20:
+                        continue
+                    f.write(json.dumps({"prior": "digits-pixel", "mask": "half", "method": method, "image": i,
+                                        "metrics": {"psnr": float(level[i] + shift)}}) + "\n")
+    (tmp_path / "r3").mkdir()  # an older run: per-image lists in results.json only, digits 21 and 22
+    (tmp_path / "r3" / "results.json").write_text(json.dumps({"meta": {"first": 21}, "results": {"digits-pixel": {
+        "per_image": {"half/A": [{"psnr": 1.01}, {"psnr": 2.01}], "half/B": [{"psnr": 1.0}, {"psnr": 2.0}]}}}}))
+    (record,) = compare_main([str(tmp_path / r) for r in ("r1", "r2", "r3")] + ["--a", "A", "--b", "B"])
+    assert record["images"] == 22 and record["metric"] == "psnr"
+    assert record["difference"] == pytest.approx(0.01) and record["low"] == pytest.approx(0.01)
+    assert record["high"] == pytest.approx(0.01)
+    # noisy differences: the interval brackets the mean and shrinks with more digits
+    d = np.random.default_rng(2).normal(0.0, 1.0, size=400)
+    mean, low, high = paired_difference(d[:25], np.zeros(25))
+    assert low < mean < high
+    assert (high - low) > 2.5 * np.subtract(*paired_difference(d, np.zeros(400))[2:0:-1])
+    with pytest.raises(SystemExit, match="no digit has both rows"):
+        compare_main([str(tmp_path / "r1"), "--a", "A", "--b", "C"])
+
+
 def test_diagnosis_compare_reads_one_on_exact_draws_and_the_width_error_it_is_given():
     from diagnose_vipaint_gmm import compare, directions
 

@@ -1,0 +1,96 @@
+"""Paired comparison of two rows of ``evaluate.py``: is row A ahead of row B, or within the noise of the digits?
+
+Every query's noise depends only on its index, so two rows run on the same held-out digits (in one run or in
+several, e.g. ``--first 20 --images 20`` beside a 20-image run) form pairs. For each prior and mask kind, on the
+digits both rows have, the table gives both means, their difference A - B and a 95 % paired bootstrap interval of
+that difference (resampling digits, seeded):
+
+    python scripts/compare_evaluate.py outputs/run1 outputs/run2 --a "VIPaint-2 Langevin 50" --b DPS
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("psnr", "st_lpips", "diversity", "digit_accuracy", "distinct_digits")
+
+
+def load_images(run_dirs: list[str]) -> dict:
+    """{(prior, mask, method, image): metrics} from each run's ``images.jsonl``, or from the per-image lists of its
+    ``results.json`` (runs older than the log: image i of a list is digit ``first + i``). A later run wins a repeat."""
+    out = {}
+    for run in run_dirs:
+        path, results = Path(run) / "images.jsonl", Path(run) / "results.json"
+        if not path.is_file() and results.is_file():
+            saved = json.loads(results.read_text())
+            first = saved["meta"].get("first", 0)
+            for prior, table in saved["results"].items():
+                for cell, rows in table.get("per_image", {}).items():
+                    mask, method = cell.split("/", 1)
+                    out.update({(prior, mask, method, first + i): r for i, r in enumerate(rows)})
+            continue
+        if not path.is_file():
+            raise SystemExit(f"{path}: no per-image log here (evaluate.py writes images.jsonl in its --out folder)")
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                out[(r["prior"], r["mask"], r["method"], r["image"])] = r["metrics"]
+    return out
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, draws: int = 10000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a - b over pairs and the 2.5 % / 97.5 % quantiles of its bootstrap over pairs."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, d.size, size=(draws, d.size))
+    boot = d[idx].mean(1)
+    return float(d.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+
+
+def compare(images: dict, row_a: str, row_b: str, metrics=METRICS) -> list[dict]:
+    """One record per (prior, mask, metric) over the digits both rows have."""
+    cells = sorted({(p, m) for p, m, method, _ in images if method == row_a})
+    out = []
+    for prior, mask in cells:
+        both = sorted(i for p, m, method, i in images
+                      if (p, m, method) == (prior, mask, row_a) and (prior, mask, row_b, i) in images)
+        if not both:
+            continue
+        for metric in metrics:
+            a = np.array([images[(prior, mask, row_a, i)].get(metric, np.nan) for i in both])
+            b = np.array([images[(prior, mask, row_b, i)].get(metric, np.nan) for i in both])
+            if np.isnan(a).any() or np.isnan(b).any():
+                continue
+            diff, low, high = paired_difference(a, b)
+            out.append({"prior": prior, "mask": mask, "metric": metric, "images": len(both), "a": float(a.mean()),
+                        "b": float(b.mean()), "difference": diff, "low": low, "high": high})
+    return out
+
+
+def markdown(records: list[dict], row_a: str, row_b: str) -> str:
+    lines = [f"| prior | mask | metric | images | {row_a} | {row_b} | difference (95 % interval) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        lines.append(f"| {r['prior']} | {r['mask']} | {r['metric']} | {r['images']} | {r['a']:.4f} | {r['b']:.4f} | "
+                     f"{r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="--out folders of evaluate.py runs")
+    parser.add_argument("--a", required=True, help="a row of evaluate.py (e.g. 'VIPaint-2 Langevin 50')")
+    parser.add_argument("--b", required=True, help="the row it is compared with (e.g. DPS)")
+    args = parser.parse_args(argv)
+    records = compare(load_images(args.runs), args.a, args.b)
+    if not records:
+        raise SystemExit(f"no digit has both rows {args.a!r} and {args.b!r} in {args.runs}")
+    print(markdown(records, args.a, args.b))
+    return records
+
+
+if __name__ == "__main__":
+    main()
