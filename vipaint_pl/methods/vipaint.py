@@ -148,7 +148,8 @@ class PosteriorSamplingConfig(Settings):
     corrector_steps: int = bounded(50, low=0)
     corrector_scale: float = bounded(0.05, low=0.0, high=1.0, low_open=True)
     # clip x0 to the prior's data range in the DPS chain below Ts, as DPS does (``DPSConfig.clip_x0``; the
-    # official DPS's clip_denoised). Pixel priors only: latent and Gaussian-mixture priors have no range
+    # official DPS's clip_denoised). Pixel priors only (latent and Gaussian-mixture priors have no range), and with
+    # guidance "dps" only: the "tweedie" steps do not clip
     clip_x0: bool = False
 
 
