@@ -408,6 +408,60 @@ def test_langevin_corrector_reaches_the_exact_p_zt_given_y_on_a_unit_gaussian_pr
     torch.testing.assert_close(torch.cov(z.T), exact_cov, atol=0.07, rtol=0)
 
 
+def _exact_p_zt_given_y(v, A, y, sigma_y, t, prior):
+    """p(z_t | y) for a N(0, v I) prior: z_t ~ N(0, c I), c = alpha^2 v + sigma^2, and y | z_t ~ N(A (alpha v / c) z_t,
+    sigma_y^2 I + r^2 A A^T) with r^2 = v sigma^2 / c (float64)."""
+    a, s = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
+    c, d = a**2 * v + s**2, A.shape[1]
+    B = (a * v / c) * A
+    lik_cov = sigma_y**2 * torch.eye(len(A), dtype=A.dtype) + (v * s**2 / c) * A @ A.T
+    cov = torch.linalg.inv(torch.eye(d, dtype=A.dtype) / c + B.T @ torch.linalg.solve(lik_cov, B))
+    return cov @ (B.T @ torch.linalg.solve(lik_cov, y[0])), cov
+
+
+@pytest.mark.parametrize("operator", ["inpainting", "dense"])
+def test_jacobian_variance_is_the_exact_conditional_variance_of_a_gaussian_prior(operator):
+    # N(0, v I): E[x0 | z_t] = (alpha v / c) z_t, so (sigma^2 / alpha) g^T (dx0/dz) g / ||A^T u||^2 = v sigma^2 / c for
+    # every probe: exact per sample, whatever the operator, and not the "unit-data" sigma^2 (float64)
+    from vipaint_pl.methods.guidance import jacobian_variance
+    from vipaint_pl.operators import random_dense_operator
+    from vipaint_pl.rng import QueryNoise
+
+    v, t = 0.2, 400
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 6), torch.full((1, 6), v))
+    op = DenseLinear(torch.eye(6, dtype=torch.float64)[:3]) if operator == "inpainting" else random_dense_operator(6, 2)
+    a, s = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
+    z = torch.randn(5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64).requires_grad_(True)
+    x0 = prior.predict_x0(z, t)
+    r2 = jacobian_variance(op, z, x0, prior.decode(x0), a, s, QueryNoise(0, ["q"], "test", per_query=5))
+    torch.testing.assert_close(r2, torch.full((5,), v * s**2 / (a**2 * v + s**2), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("operator", ["inpainting", "dense"])
+def test_corrector_with_the_jacobian_variance_reaches_p_zt_given_y_for_data_of_any_variance(operator):
+    # Data of variance 0.2 (as pixel digits in [-1, 1]: 0.18): with x_var "jacobian" the corrector's likelihood is the
+    # exact p(y | z_t) and its draws reach p(z_t | y)'s mean and covariance; "unit-data" takes Var[x0 | z_t] = sigma_t^2,
+    # 4.6x too wide, and its draws follow y too loosely
+    from vipaint_pl.methods.guidance import langevin_corrector
+    from vipaint_pl.rng import QueryNoise
+
+    d, t, sigma_y, v, n = 4, 400, 0.1, 0.2, 4000
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, d), torch.full((1, d), v))
+    A = (torch.eye(d, dtype=torch.float64)[:2] if operator == "inpainting"
+         else torch.randn(2, d, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    y = torch.tensor([[0.5, -0.3]], dtype=torch.float64)
+    exact_mean, exact_cov = _exact_p_zt_given_y(v, A, y, sigma_y, t, prior)
+    start = torch.tensor([1.0, -1.0, 0.8, 0.0], dtype=torch.float64).expand(n, d)
+    noise = QueryNoise(0, ["q"], "test", per_query=n)
+    errors = {}
+    for x_var in ("jacobian", "unit-data"):
+        z = langevin_corrector(prior, start, t, DenseLinear(A), y.expand(n, 2), sigma_y, noise.stream(x_var), 150,
+                               0.05, x_var=x_var)
+        errors[x_var] = (float((z.mean(0) - exact_mean).abs().max()), float((torch.cov(z.T) - exact_cov).abs().max()))
+    assert errors["jacobian"][0] < 0.06 and errors["jacobian"][1] < 0.07, errors  # Monte Carlo: std 0.015, 0.02
+    assert errors["unit-data"][0] > 0.1, errors
+
+
 def test_score_gradient_is_the_gradient_of_the_exact_noised_log_density():
     """``score_gradient`` is zero in value, and its gradient with respect to the variational parameters is that
     of -log p_t(z) (the noised mixture's exact density, autograd in float64) through z = mu + std * eps."""

@@ -50,7 +50,7 @@ class Operator(nn.Module):
 
     def whitened_square(self, residual: Tensor, prior_var: float, sigma_y: float) -> Tensor:
         """r^T (prior_var A A^T + sigma_y^2 I)^(-1) r per sample, for residuals r = y - A m: the exponent of
-        p(y) when x ~ N(m, prior_var I). This base class takes A A^T = I (exact for inpainting)."""
+        p(y) when x ~ N(m, prior_var I); ``prior_var`` a float or one per sample (B,). This base class takes A A^T = I (exact for inpainting)."""
         return residual.flatten(1).pow(2).sum(1) / (prior_var + sigma_y**2)
 
     def repeat_interleave(self, n: int) -> "Operator":
@@ -217,6 +217,7 @@ class DenseLinear(Operator):
 
     def whitened_square(self, residual: Tensor, prior_var: float, sigma_y: float) -> Tensor:
         u, s, _ = self._svd_parts(residual)
+        prior_var = torch.as_tensor(prior_var, dtype=s.dtype, device=s.device).reshape(-1, 1)  # a float or (B,)
         return ((residual.flatten(1) @ u).pow(2) / (prior_var * s**2 + sigma_y**2)).sum(1)
 
     def _svd_parts(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:

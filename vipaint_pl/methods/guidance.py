@@ -76,31 +76,52 @@ def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, step
     return z.detach()
 
 
-def tweedie_shift(prior, z: Tensor, t: int, operator, y: Tensor, sigma_y: float) -> tuple[Tensor, Tensor]:
+def tweedie_shift(prior, z: Tensor, t: int, operator, y: Tensor, sigma_y: float, x_var: str = "unit-data",
+                  probes=None) -> tuple[Tensor, Tensor]:
     """x0 = E[z_0 | z_t] and the shift E[z_0 | z_t, y] - x0 = (sigma_t^2 / alpha_t) grad_{z_t} log p(y | z_t), with
-    log p(y | z_t) ~ log N(y; A D(x0), sigma_y^2 I + sigma_t^2 A A^T) (steps 1-3 of
-    ``tweedie_guided_reverse_diffusion``); both detached."""
+    log p(y | z_t) ~ log N(y; A D(x0), sigma_y^2 I + r_t^2 A A^T) (steps 1-3 of
+    ``tweedie_guided_reverse_diffusion``); both detached. ``x_var`` sets r_t^2: "unit-data" takes sigma_t^2 (data of
+    unit variance); "jacobian" estimates it per sample from the denoiser (``jacobian_variance``, one probe drawn
+    from the stream ``probes``)."""
     alpha, sigma = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
         x0 = prior.predict_x0(z, t)
-        log_lik = -fidelity.tweedie_nll(operator, prior.decode(x0), y, sigma**2, sigma_y)
+        x = prior.decode(x0)
+        var = sigma**2 if x_var == "unit-data" else jacobian_variance(operator, z, x0, x, alpha, sigma, probes)
+        log_lik = -fidelity.tweedie_nll(operator, x, y, var, sigma_y)
         (grad,) = torch.autograd.grad(log_lik.sum(), z)
     return x0.detach(), (sigma**2 / alpha) * grad
 
 
+def jacobian_variance(operator, z: Tensor, x0: Tensor, x: Tensor, alpha: float, sigma: float, probes) -> Tensor:
+    """r_t^2 per sample (B,): the measured part's mean variance tr(A Cov[D(z_0) | z_t] A^T) / tr(A A^T), with
+    Cov[z_0 | z_t] = (sigma_t^2 / alpha_t) d E[z_0 | z_t] / d z_t (second-order Tweedie; Meng et al., NeurIPS 2021)
+    and the decoder linearized, Cov[D(z_0)] ~ D' Cov D'^T. Hutchinson's estimator with one Rademacher probe u on y:
+    g = D'^T A^T u, r_t^2 ~ (sigma_t^2 / alpha_t) g^T (dx0/dz) g / ||A^T u||^2. Exact on a Gaussian prior of isotropic
+    variance v: v sigma_t^2 / (alpha_t^2 v + sigma_t^2), where "unit-data" takes v = 1. ``x0`` and ``x = D(x0)``
+    must be functions of ``z`` with their graphs kept."""
+    u = torch.sign(probes.like(operator(x.detach())))
+    (g,) = torch.autograd.grad((operator(x) * u).sum(), x0, retain_graph=True)  # D'^T A^T u
+    (h,) = torch.autograd.grad((x0 * g.detach()).sum(), z, retain_graph=True)  # (dx0/dz)^T g
+    quadratic = (g * h).flatten(1).sum(1)
+    measured = operator.transpose(u).flatten(1).pow(2).sum(1)
+    return ((sigma**2 / alpha) * quadratic / measured).clamp_min(0.0).detach()
+
+
 def langevin_corrector(prior, z: Tensor, t: int, operator, y: Tensor, sigma_y: float, noise, steps: int,
-                       step_scale: float, callback=None) -> Tensor:
-    """``steps`` unadjusted Langevin steps at time t on p(z_t | y) ~ p(z_t) N(y; A D(x0), sigma_y^2 I + sigma_t^2 A A^T)
-    (the corrector of Song et al., ICLR 2021, with the likelihood of ``tweedie_shift``):
+                       step_scale: float, callback=None, x_var: str = "unit-data") -> Tensor:
+    """``steps`` unadjusted Langevin steps at time t on p(z_t | y) ~ p(z_t) N(y; A D(x0), sigma_y^2 I + r_t^2 A A^T)
+    (the corrector of Song et al., ICLR 2021, with the likelihood of ``tweedie_shift``; ``x_var`` sets r_t^2):
         z <- z + h grad log p(z_t | y) + sqrt(2 h) xi,   h = step_scale * sigma_t^2,
     with grad log p(z_t) = (alpha_t x0 - z_t) / sigma_t^2 (Tweedie) and grad log p(y | z_t) = alpha_t shift / sigma_t^2,
     so each step is z <- z + step_scale (alpha_t (x0 + shift) - z) + sqrt(2 step_scale) sigma_t xi. The step is a fixed
     share of sigma_t^2, which bounds the curvature of the smoothed log-density: no step size to tune per problem.
     ``callback(i, info)`` sees every step, with ``info["phase"] == "corrector"``."""
     alpha, sigma = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
+    probes = noise.stream("probes") if x_var == "jacobian" else None
     for i in range(steps):
-        x0, shift = tweedie_shift(prior, z, t, operator, y, sigma_y)
+        x0, shift = tweedie_shift(prior, z, t, operator, y, sigma_y, x_var, probes)
         z = z + step_scale * (alpha * (x0 + shift) - z) + (2 * step_scale) ** 0.5 * sigma * noise.like(z)
         report(callback, i, t=t, z=z, x0=x0.detach(), phase="corrector")
     return z.detach()

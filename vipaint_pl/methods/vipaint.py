@@ -147,6 +147,9 @@ class PosteriorSamplingConfig(Settings):
     # below Ts is calibrated. 0: none (the paper)
     corrector_steps: int = bounded(50, low=0)
     corrector_scale: float = bounded(0.05, low=0.0, high=1.0, low_open=True)
+    # the corrector likelihood's Var[x0 | z_Ts] (``guidance.tweedie_shift``): "unit-data" (sigma_Ts^2, data of unit
+    # variance) or "jacobian" (estimated per sample from the denoiser's Jacobian, one extra backward pass a step)
+    corrector_variance: Literal["unit-data", "jacobian"] = "unit-data"
     # clip x0 to the prior's data range in the DPS chain below Ts, as DPS does (``DPSConfig.clip_x0``; the
     # official DPS's clip_denoised). Pixel priors only (latent and Gaussian-mixture priors have no range), and with
     # guidance "dps" only: the "tweedie" steps do not clip
@@ -646,7 +649,7 @@ def sample_ts(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tens
         return z
     return langevin_corrector(prior, z, post.times[-1], operator.repeat_interleave(noise.per_query), noise.repeat(y),
                               likelihood_std(operator, bound), noise.stream("corrector"), cfg.corrector_steps,
-                              cfg.corrector_scale, callback)
+                              cfg.corrector_scale, callback, cfg.corrector_variance)
 
 
 def _sample_hierarchy(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
