@@ -171,9 +171,11 @@ ROWS = [
     ("MGPS", "mgps", {"steps": 300}),  # the authors' 300 steps and their "gmm" context (not capped at 100)
 ]
 # VIPaint on the oracle: the exact Gaussian likelihood (the operator's sigma_y), more fit steps and samples
-# (and no Langevin corrector unless a row adds one: the rows above it were measured before it became a default)
+# (and no Langevin corrector unless a row adds one: the rows above it were measured before it became a default; those
+# that add one keep its unit-data likelihood width, measured before the width from the denoiser's Jacobian)
 VIPAINT_SETTINGS = {"fit_steps": 150, "bound": {"likelihood": "gaussian", "likelihood_scale": None, "mc_samples": 8},
-                    "sampling": {"steps": 40, "eta": 1.0, "dps_step_size": 0.0, "corrector_steps": 0}}
+                    "sampling": {"steps": 40, "eta": 1.0, "dps_step_size": 0.0, "corrector_steps": 0,
+                                 "corrector_variance": "unit-data"}}
 
 
 def rows() -> list[tuple]:

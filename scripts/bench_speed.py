@@ -56,6 +56,8 @@ SAMPLES = 10
 # VIPaint's rows run without the Langevin corrector (``sampling.corrector_steps: 0``), as measured before it became a
 # default (2026-11-28): its steps cost what as many DPS steps cost (a denoiser and decoder forward and backward each)
 VIPAINT_2 = {"k": 2, "sampling": {"corrector_steps": 0}}
+# the corrector rows were measured with its unit-data likelihood width, before the width from the denoiser's Jacobian
+PRE_JACOBIAN = {"k": 2, "sampling": {"corrector_variance": "unit-data"}}
 ROWS = [("VIPaint-2", "vipaint", VIPAINT_2)] + [(name, name, {}) for name in METHODS if name != "vipaint"]
 PIXEL_ONLY, LATENT_ONLY = {"copaint", "copaint-tt"}, {"resample", "psld", "gml-dps"}  # as the papers run them
 GB = 1024**3
@@ -187,7 +189,7 @@ def part_options(args, log) -> list[dict]:
     options = {"fp32": (prior, contextlib.nullcontext), "bf16 autocast": (prior, bf16),
                "torch.compile": (compiled, contextlib.nullcontext)}
     rows = []
-    for label, name, changes in [("DPS", "dps", {}), ("VIPaint-2", "vipaint", {"k": 2})]:
+    for label, name, changes in [("DPS", "dps", {}), ("VIPaint-2", "vipaint", PRE_JACOBIAN)]:
         cfg = capped(name, changes, args.chain)
         first = timed_run(compiled, name, cfg, op, y, SAMPLES)
         seconds = dict.fromkeys(options, float("inf"))
@@ -253,7 +255,7 @@ def real_runs(steps: int) -> list[tuple]:
     """(label, method, measured run, warm-up run, bf16 autocast): DPS with ``steps`` steps, VIPaint-2 with
     ``steps`` fit steps (one MC sample) and ``steps`` sampling steps. The warm-up runs the same shapes once, so
     that first-call costs stay out of the figure."""
-    vipaint = {"k": 2, "fit_steps": steps, "bound": {"mc_samples": 1}, "sampling": {"steps": steps}}
+    vipaint = merge_dicts(PRE_JACOBIAN, {"fit_steps": steps, "bound": {"mc_samples": 1}, "sampling": {"steps": steps}})
     dps = {"steps": steps}
     return [("DPS", "dps", dps, {"steps": 1}, False), ("VIPaint-2", "vipaint", vipaint, vipaint, False),
             ("DPS, bf16 autocast", "dps", dps, {"steps": 1}, True)]

@@ -119,10 +119,13 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
         ("RePaint", "repaint", {}), ("CoPaint", "copaint", {}), ("CoPaint-TT", "copaint-tt", {}),
         ("ReSample", "resample", {}), ("DAPS", "daps", {}), ("MGPS", "mgps", {})]
 # The VIPaint rows above "VIPaint-2 Langevin 50" were measured before the corrector became a default (2026-11-28):
-# they keep it off, so that their figures in BENCHMARKS.md stay reproducible. "VIPaint-2 Langevin 50" is the default
-# (and the rows after it build on it).
-ROWS = [(label, name, merge_dicts({"sampling": {"corrector_steps": 0}}, changes)
-         if name == "vipaint" and not label.startswith("VIPaint-2 Langevin 50") else changes) for label, name, changes in ROWS]
+# they keep it off, so that their figures in BENCHMARKS.md stay reproducible. The "Langevin 50" rows were measured
+# before its likelihood width came from the denoiser's Jacobian (later the same day) and keep the unit-data width;
+# "VIPaint-2 Langevin 50, Jacobian variance" is the default.
+PRE_CORRECTOR, PRE_JACOBIAN = {"sampling": {"corrector_steps": 0}}, {"sampling": {"corrector_variance": "unit-data"}}
+ROWS = [(label, name, changes if name != "vipaint" or "Jacobian" in label else
+         merge_dicts(PRE_JACOBIAN if label.startswith("VIPaint-2 Langevin 50") else PRE_CORRECTOR, changes))
+        for label, name, changes in ROWS]
 ROWS += [(name, name, {}) for name in METHODS if name not in {r[1] for r in ROWS}]
 DEFAULT_ROWS = [r[0] for r in ROWS if r[0] != "DPS (1000 steps)"]  # the 1000-step chain: for timing, on request
 CHAIN = 250

@@ -118,7 +118,8 @@ class PosteriorSamplingConfig(Settings):
     """Phase 3 (Sec. 4.3): ancestral sampling through the hierarchy, then DPS-guided steps from Ts to 0."""
 
     # Defaults: the best configuration measured on held-out digits (BENCHMARKS.md, "Which VIPaint for the
-    # defaults" and "The Langevin corrector becomes the image default"): 50 Langevin corrector steps at Ts, then
+    # defaults", "The Langevin corrector becomes the image default" and "The corrector's likelihood width from the
+    # denoiser"): 50 Langevin corrector steps at Ts (likelihood width from the denoiser's Jacobian), then
     # 100 DDPM steps (eta 1) with DPS 0.5; the paper's sampler is PAPER_SAMPLING (no corrector, 50 steps, DPS 1,
     # DDIM eta 0.2; configs/method/vipaint_paper.yaml)
     steps: int = bounded(100, low=1)  # reverse steps from Ts to the data
@@ -147,9 +148,10 @@ class PosteriorSamplingConfig(Settings):
     # below Ts is calibrated. 0: none (the paper)
     corrector_steps: int = bounded(50, low=0)
     corrector_scale: float = bounded(0.05, low=0.0, high=1.0, low_open=True)
-    # the corrector likelihood's Var[x0 | z_Ts] (``guidance.tweedie_shift``): "unit-data" (sigma_Ts^2, data of unit
-    # variance) or "jacobian" (estimated per sample from the denoiser's Jacobian, one extra backward pass a step)
-    corrector_variance: Literal["unit-data", "jacobian"] = "unit-data"
+    # the corrector likelihood's Var[x0 | z_Ts] (``guidance.tweedie_shift``): "jacobian" (estimated per sample from
+    # the denoiser's Jacobian, one more backward pass a step; the default since 2026-11-28, BENCHMARKS.md "The
+    # corrector's likelihood width from the denoiser") or "unit-data" (sigma_Ts^2: data of unit variance)
+    corrector_variance: Literal["unit-data", "jacobian"] = "jacobian"
     # clip x0 to the prior's data range in the DPS chain below Ts, as DPS does (``DPSConfig.clip_x0``; the
     # official DPS's clip_denoised). Pixel priors only (latent and Gaussian-mixture priors have no range), and with
     # guidance "dps" only: the "tweedie" steps do not clip
