@@ -441,7 +441,7 @@ def test_jacobian_variance_is_the_exact_conditional_variance_of_a_gaussian_prior
 def test_corrector_with_the_jacobian_variance_reaches_p_zt_given_y_for_data_of_any_variance(operator):
     # Data of variance 0.2 (as pixel digits in [-1, 1]: 0.18): with x_var "jacobian" the corrector's likelihood is the
     # exact p(y | z_t) and its draws reach p(z_t | y)'s mean and covariance; "unit-data" takes Var[x0 | z_t] = sigma_t^2,
-    # 4.6x too wide, and its draws follow y too loosely
+    # 4.2x too wide here, and its draws follow y too loosely
     from vipaint_pl.methods.guidance import langevin_corrector
     from vipaint_pl.rng import QueryNoise
 
