@@ -114,6 +114,7 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
                                                              "sampling": {"corrector_steps": 50}}),
         ("VIPaint-2 Langevin 50, Jacobian variance", "vipaint", {"k": 2, "sampling": {
             "corrector_steps": 50, "corrector_variance": "jacobian"}}),
+        ("VIPaint-2 Langevin 20, Jacobian variance", "vipaint", {"k": 2, "sampling": {"corrector_steps": 20}}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
         ("Blended (replacement)", "blended", {}), ("PSLD", "psld", {}), ("RED-diff", "red-diff", {}),
         ("RePaint", "repaint", {}), ("CoPaint", "copaint", {}), ("CoPaint-TT", "copaint-tt", {}),
