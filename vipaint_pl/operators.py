@@ -50,7 +50,8 @@ class Operator(nn.Module):
 
     def whitened_square(self, residual: Tensor, prior_var: float, sigma_y: float) -> Tensor:
         """r^T (prior_var A A^T + sigma_y^2 I)^(-1) r per sample, for residuals r = y - A m: the exponent of
-        p(y) when x ~ N(m, prior_var I); ``prior_var`` a float or one per sample (B,). This base class takes A A^T = I (exact for inpainting)."""
+        p(y) when x ~ N(m, prior_var I); ``prior_var`` a float or one per sample (B,). This base class takes
+        A A^T = I (exact for inpainting)."""
         return residual.flatten(1).pow(2).sum(1) / (prior_var + sigma_y**2)
 
     def repeat_interleave(self, n: int) -> "Operator":

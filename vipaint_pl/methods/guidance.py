@@ -101,8 +101,9 @@ def jacobian_variance(operator, z: Tensor, x0: Tensor, x: Tensor, alpha: float, 
     g = D'^T A^T u, r_t^2 ~ (sigma_t^2 / alpha_t) g^T (dx0/dz) g / ||A^T u||^2. Exact on a Gaussian prior of isotropic
     variance v: v sigma_t^2 / (alpha_t^2 v + sigma_t^2), where "unit-data" takes v = 1. ``x0`` and ``x = D(x0)``
     must be functions of ``z`` with their graphs kept."""
-    u = torch.sign(probes.like(operator(x.detach())))
-    (g,) = torch.autograd.grad((operator(x) * u).sum(), x0, retain_graph=True)  # D'^T A^T u
+    measured_x = operator(x)
+    u = torch.sign(probes.like(measured_x))
+    (g,) = torch.autograd.grad((measured_x * u).sum(), x0, retain_graph=True)  # D'^T A^T u
     (h,) = torch.autograd.grad((x0 * g.detach()).sum(), z, retain_graph=True)  # (dx0/dz)^T g
     quadratic = (g * h).flatten(1).sum(1)
     measured = operator.transpose(u).flatten(1).pow(2).sum(1)
