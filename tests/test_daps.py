@@ -36,6 +36,27 @@ def test_daps_is_close_to_the_exact_posterior_with_the_true_noise_level(problem)
     assert (0.6 < std_ratio).all() and (std_ratio < 1.5).all(), std_ratio
 
 
+def test_the_closed_form_target_score_on_pixel_priors_is_the_autograd_gradient():
+    """Step 2's gradient without autograd (pixel priors) equals autograd's through an identity decoder, for a
+    mask and a dense operator, in float64."""
+    from types import SimpleNamespace
+
+    from vipaint_pl.methods.daps import target_score
+    from vipaint_pl.operators import Inpainting, random_dense_operator
+
+    g = torch.Generator().manual_seed(3)
+    mask = (torch.rand(1, 1, 6, 6, generator=g) > 0.5).double()
+    cases = [(Inpainting(mask).double(), (4, 1, 6, 6)), (random_dense_operator(12, 3, seed=2).double(), (4, 12))]
+    for op, shape in cases:
+        x, x0hat = torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+        y = op(torch.randn(shape, generator=g, dtype=torch.float64))
+        pixel = SimpleNamespace(is_latent=False, decode=lambda v: v)
+        through_decoder = SimpleNamespace(is_latent=True, decode=lambda v: v)
+        closed = target_score(pixel, op, y, x, x0hat, 0.7, 0.3)
+        torch.testing.assert_close(closed, target_score(through_decoder, op, y, x, x0hat, 0.7, 0.3))
+        assert closed.shape == x.shape and closed.abs().max() > 1
+
+
 def test_unset_settings_are_the_authors_for_the_prior_kind():
     pixel, latent = DAPSConfig().resolved(False, 0.0), DAPSConfig().resolved(True, 0.05)
     assert (pixel.mc_steps, pixel.mc_algo, pixel.tau, pixel.step * pixel.tau**2) == (100, "langevin", 0.01, 0.5e-4)

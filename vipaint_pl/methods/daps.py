@@ -98,16 +98,25 @@ def probability_flow_x0(denoise: VEDenoiser, x: Tensor, sigma: float, cfg: DAPSC
     return x
 
 
+def target_score(prior, operator, y: Tensor, x: Tensor, x0hat: Tensor, r: float, tau: float) -> Tensor:
+    """grad_x0 [log N(y; A D(x_0), tau^2 I) + log N(x_0; x0hat, r^2 I)], the target of step 2. On a pixel prior
+    (D the identity, A linear) in closed form, -A^T (A x_0 - y) / tau^2 - (x_0 - x0hat) / r^2; through the decoder
+    by autograd on a latent prior."""
+    if not prior.is_latent:
+        return -operator.transpose(operator(x) - y).reshape(x.shape) / tau**2 - (x - x0hat) / r**2
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        residual = (operator(prior.decode(x)) - y).flatten(1)
+        log_p = -residual.pow(2).sum(1) / (2 * tau**2) - (x - x0hat).flatten(1).pow(2).sum(1) / (2 * r**2)
+        return torch.autograd.grad(log_p.sum(), x)[0]
+
+
 def posterior_mcmc(prior, operator, y: Tensor, x0hat: Tensor, r: float, lr: float, noise, cfg: DAPSConfig) -> Tensor:
     """Step 2: Langevin or damped Hamiltonian steps on log p(y | x_0) + log N(x_0; x0hat, r^2 I)."""
     x = x0hat.detach().clone()
     velocity = noise.like(x) if cfg.mc_algo == "hmc" else None
     for _ in range(cfg.mc_steps):
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            residual = (operator(prior.decode(x)) - y).flatten(1)
-            log_p = -residual.pow(2).sum(1) / (2 * cfg.tau**2) - (x - x0hat).flatten(1).pow(2).sum(1) / (2 * r**2)
-            (score,) = torch.autograd.grad(log_p.sum(), x)
+        score = target_score(prior, operator, y, x, x0hat, r, cfg.tau)
         eps = noise.like(x)
         if cfg.mc_algo == "langevin":
             x = x.detach() + lr * score + (2 * lr) ** 0.5 * eps
