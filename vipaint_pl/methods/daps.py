@@ -102,8 +102,9 @@ def target_score(prior, operator, y: Tensor, x: Tensor, x0hat: Tensor, r: float,
     """grad_x0 [log N(y; A D(x_0), tau^2 I) + log N(x_0; x0hat, r^2 I)], the target of step 2. On a pixel prior
     (D the identity, A linear) in closed form, -A^T (A x_0 - y) / tau^2 - (x_0 - x0hat) / r^2; through the decoder
     by autograd on a latent prior."""
-    if not prior.is_latent:
-        return -operator.transpose(operator(x) - y).reshape(x.shape) / tau**2 - (x - x0hat) / r**2
+    if not prior.is_latent:  # in place on the fresh A^T (A x_0 - y): a few passes over memory per step, not ten
+        grad = operator.transpose(operator(x) - y).reshape(x.shape)
+        return grad.mul_(-1 / tau**2).add_(x, alpha=-1 / r**2).add_(x0hat, alpha=1 / r**2)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         residual = (operator(prior.decode(x)) - y).flatten(1)
@@ -118,8 +119,8 @@ def posterior_mcmc(prior, operator, y: Tensor, x0hat: Tensor, r: float, lr: floa
     for _ in range(cfg.mc_steps):
         score = target_score(prior, operator, y, x, x0hat, r, cfg.tau)
         eps = noise.like(x)
-        if cfg.mc_algo == "langevin":
-            x = x.detach() + lr * score + (2 * lr) ** 0.5 * eps
+        if cfg.mc_algo == "langevin":  # x + lr score + sqrt(2 lr) eps, in place on the fresh eps
+            x = eps.mul_((2 * lr) ** 0.5).add_(x.detach()).add_(score, alpha=lr)
         else:
             velocity = cfg.momentum * velocity + lr**0.5 * score + (2 * (1 - cfg.momentum)) ** 0.5 * eps
             x = x.detach() + lr**0.5 * velocity
