@@ -234,6 +234,10 @@ def test_diagnose_reports_a_mixtures_components_against_the_exact_modes():
 
     row = "VIPaint-2 mixture, equal weights in the fit, 256 resampled starts, score gradient, 32 lower draws, Langevin 50"
     torch.set_grad_enabled(True)
-    r = component_weights("svd", 8, 1, 0, row)
+    r = component_weights("svd", 8, 1, 0, row, streams=("sample", "another"))
     assert r["exact_mass_reached"] > 0.95, r
     assert 0.0 <= r["weight_tv"] < 0.15, r
+    # the same fit weighed with another stream's draws: the same verdict, with weights that differ by their noise
+    assert r["weight_tv_per_stream"][0] == r["weight_tv"] and r["weight_tv_per_stream"][1] < 0.15, r
+    assert r["weights_per_stream"][0] != r["weights_per_stream"][1]
+    assert abs(sum(r["weights_per_stream"][1]) - 1) < 1e-6 and len(r["exact_weights"]) == len(r["modes"])
