@@ -113,17 +113,20 @@ def component_weights(setting: str, d_x: int, d_y: int, p: int, row: str, change
     _, prior, op, y, post, cfg, noise, q = fitted(setting, d_x, d_y, p, row, changes)
     mode = torch.cdist(prior.predict_x0(q.mu[0], q.times[0]).double(), post.means).argmin(1)
     reached = torch.zeros_like(post.weights).index_fill_(0, mode, 1.0)
-    tvs, per_modes = [], []
-    for stream in streams:
-        log_w = optimal_mixture_weights(*_component_draws(prior, q, op, y, torch.zeros(1, dtype=torch.long),
-                                                          noise.stream(stream), cfg.bound, draws))
-        per_modes.append(torch.zeros_like(post.weights).index_add_(0, mode, log_w[0].exp()))
-        tvs.append(float(0.5 * (per_modes[-1] - post.weights).abs().sum()))
     modes = sorted(set(mode.tolist()))
+    tvs, per_modes, bounds = [], [], []
+    for stream in streams:
+        energy, log_q = _component_draws(prior, q, op, y, torch.zeros(1, dtype=torch.long), noise.stream(stream),
+                                         cfg.bound, draws)
+        per_modes.append(torch.zeros_like(post.weights).index_add_(0, mode, optimal_mixture_weights(energy, log_q)[0].exp()))
+        tvs.append(float(0.5 * (per_modes[-1] - post.weights).abs().sum()))
+        own = (energy + torch.diagonal(log_q, dim1=1, dim2=3).transpose(1, 2)).mean(2)[0]  # each component's bound
+        bounds.append([float(own[mode == k].mean()) for k in modes])
     return {"modes": modes, "weight_tv": tvs[0], "weight_tv_per_stream": tvs,
             "exact_mass_reached": float((reached * post.weights).sum()),
             "exact_weights": [float(post.weights[k]) for k in modes],
-            "weights_per_stream": [[float(w[k]) for k in modes] for w in per_modes]}
+            "weights_per_stream": [[float(w[k]) for k in modes] for w in per_modes],
+            "bounds_per_stream": bounds}  # the mean of the components' own bounds on each mode (nats)
 
 
 def main(argv=None):
@@ -154,8 +157,9 @@ def main(argv=None):
                   f"weight TV {r['weight_tv']:.3f}", flush=True)
             if len(args.streams) > 1:
                 print(f"  exact weights {[round(w, 3) for w in r['exact_weights']]}; per stream: " + "; ".join(
-                    f"{s} TV {tv:.3f} weights {[round(w, 3) for w in ws]}" for s, tv, ws in
-                    zip(args.streams, r["weight_tv_per_stream"], r["weights_per_stream"])), flush=True)
+                    f"{s} TV {tv:.3f} weights {[round(w, 3) for w in ws]} bounds {[round(b, 1) for b in bs]}"
+                    for s, tv, ws, bs in zip(args.streams, r["weight_tv_per_stream"], r["weights_per_stream"],
+                                             r["bounds_per_stream"])), flush=True)
         print(f"\n{args.setting} {args.dx}/{args.dy}, {args.problems} problems, row {args.row!r}"
               f"{f' with {args.changes}' if args.changes else ''}: median weight TV {statistics.median(tvs):.2f}, "
               f"median exact mass reached {statistics.median(reached):.2f}")

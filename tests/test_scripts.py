@@ -241,3 +241,4 @@ def test_diagnose_reports_a_mixtures_components_against_the_exact_modes():
     assert r["weight_tv_per_stream"][0] == r["weight_tv"] and r["weight_tv_per_stream"][1] < 0.15, r
     assert r["weights_per_stream"][0] != r["weights_per_stream"][1]
     assert abs(sum(r["weights_per_stream"][1]) - 1) < 1e-6 and len(r["exact_weights"]) == len(r["modes"])
+    assert len(r["bounds_per_stream"]) == 2 and all(len(b) == len(r["modes"]) for b in r["bounds_per_stream"])
