@@ -118,7 +118,8 @@ def component_weights(setting: str, d_x: int, d_y: int, p: int, row: str, change
     for stream in streams:
         energy, log_q = _component_draws(prior, q, op, y, torch.zeros(1, dtype=torch.long), noise.stream(stream),
                                          cfg.bound, draws)
-        per_modes.append(torch.zeros_like(post.weights).index_add_(0, mode, optimal_mixture_weights(energy, log_q)[0].exp()))
+        weights = optimal_mixture_weights(energy, log_q)[0].exp()
+        per_modes.append(torch.zeros_like(post.weights).index_add_(0, mode, weights))
         tvs.append(float(0.5 * (per_modes[-1] - post.weights).abs().sum()))
         own = (energy + torch.diagonal(log_q, dim1=1, dim2=3).transpose(1, 2)).mean(2)[0]  # each component's bound
         bounds.append([float(own[mode == k].mean()) for k in modes])

@@ -48,7 +48,7 @@ def test_the_closed_form_target_score_on_pixel_priors_is_the_autograd_gradient()
     mask = (torch.rand(1, 1, 6, 6, generator=g) > 0.5).double()
     cases = [(Inpainting(mask).double(), (4, 1, 6, 6)), (random_dense_operator(12, 3, seed=2).double(), (4, 12))]
     for op, shape in cases:
-        x, x0hat = torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+        x, x0hat = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(2))
         y = op(torch.randn(shape, generator=g, dtype=torch.float64))
         pixel = SimpleNamespace(is_latent=False, decode=lambda v: v)
         through_decoder = SimpleNamespace(is_latent=True, decode=lambda v: v)
