@@ -152,6 +152,13 @@ ROWS = [
      "vipaint", merge_dicts(LOWER_32, {"components": 16, "init": {"start": "resampled", "candidates": 256},
                                        "optim": {"lr_weights": 0.0}, "bound": {"prior_gradient": "score"},
                                        "sampling": {"corrector_steps": 50, "score_samples": 1024}})),
+    # the same 8 components with the diffusion term's N(0, I) at T replaced by the prior's own marginal there
+    # (bound.terminal "score"): N(0, I) tilts the component bounds against modes far from the origin
+    ("VIPaint-2 mixture, equal weights in the fit, 256 resampled starts, score gradient, 32 lower draws, Langevin 50, "
+     "score terminal",
+     "vipaint", merge_dicts(LOWER_32, {"init": {"start": "resampled", "candidates": 256}, "optim": {"lr_weights": 0.0},
+                                       "bound": {"prior_gradient": "score", "terminal": "score"},
+                                       "sampling": {"corrector_steps": 50}})),
     ("VIPaint-2 mixture, optimal weights, gate lr 0.1, cosine, sampler x0 variance, gate per element", "vipaint", {
         "k": 2, "components": 8, "init": {"start": "mixed"}, "gamma_per_element": True,
         "optim": {"lr_weights": 0.5, "lr_gamma": 0.1, "lr_log_std": 0.01, "schedule": "cosine"},

@@ -42,12 +42,14 @@ def load_images(run_dirs: list[str]) -> dict:
     return out
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, draws: int = 10000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of a - b over pairs and the 2.5 % / 97.5 % quantiles of its bootstrap over pairs."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    idx = np.random.default_rng(seed).integers(0, d.size, size=(draws, d.size))
-    boot = d[idx].mean(1)
-    return float(d.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+def paired_difference(a: np.ndarray, b: np.ndarray, draws: int = 10000, seed: int = 0,
+                      statistic=np.mean) -> tuple[float, float, float]:
+    """statistic(a) - statistic(b) over pairs (the mean: the mean of a - b) and the 2.5 % / 97.5 % quantiles of its
+    bootstrap over pairs."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(draws, a.size))
+    boot = statistic(a[idx], axis=1) - statistic(b[idx], axis=1)
+    return float(statistic(a) - statistic(b)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
 
 
 def compare(images: dict, row_a: str, row_b: str, metrics=METRICS) -> list[dict]:

@@ -200,6 +200,28 @@ def test_paired_comparison_pairs_digits_across_runs_and_brackets_the_difference(
         compare_main([str(tmp_path / "r1"), "--a", "A", "--b", "C"])
 
 
+def test_grid_comparison_pairs_problems_across_runs_by_the_difference_of_medians(tmp_path):
+    import json
+
+    from compare_bench_gmm import main as compare_main
+
+    # Row A's max-SW2 is B's minus 1 on every problem of svd 8/1 (problems 0-4 in one run, 5-8 in another; problem 9
+    # has A only): the difference of medians and its whole interval are -1, and A is lower on all 9 pairs.
+    runs = (("r1", range(5), ("A", "B")), ("r2", range(5, 10), ("A",)), ("r3", range(5, 9), ("B",)))
+    for run, problems, rows in runs:
+        (tmp_path / run).mkdir()
+        with open(tmp_path / run / "problems.jsonl", "w") as f:
+            for p in problems:
+                scores = {row: {"max_sw2": 10.0 + p - (row == "A"), "mode_tv": 0.1 * (p % 3)} for row in rows}
+                f.write(json.dumps({"setting": "svd", "d_x": 8, "d_y": 1, "problem": p, "scores": scores}) + "\n")
+    sw2, tv = compare_main([str(tmp_path / r) for r in ("r1", "r2", "r3")] + ["--a", "A", "--b", "B"])
+    assert sw2["cell"] == "svd 8/1" and sw2["problems"] == 9 and sw2["a_lower"] == 9
+    assert sw2["difference"] == sw2["low"] == sw2["high"] == pytest.approx(-1.0)
+    assert tv["difference"] == pytest.approx(0.0) and tv["a_lower"] == 0
+    with pytest.raises(SystemExit, match="no problem has both rows"):
+        compare_main([str(tmp_path / "r2"), "--a", "A", "--b", "B"])
+
+
 def test_diagnosis_compare_reads_one_on_exact_draws_and_the_width_error_it_is_given():
     from diagnose_vipaint_gmm import compare, directions
 

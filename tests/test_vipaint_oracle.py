@@ -320,6 +320,55 @@ def test_importance_sampled_diffusion_term_has_the_uniform_expectation_and_less_
     assert spread(importance, r) < 0.3 * spread(uniform, torch.full_like(r, 1 / n))
 
 
+def _noised_mixture(prior, t: int):
+    """The Gaussian-mixture prior's exact marginal at time t: a mixture again (float64)."""
+    from vipaint_pl.priors.gmm import GaussianMixture
+
+    m = prior.mixture
+    a, s = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
+    return GaussianMixture(m.weights, a * m.means, a**2 * m.covs + s**2 * torch.eye(m.dim, dtype=torch.float64))
+
+
+def test_terminal_log_ratio_is_the_mixture_marginal_at_T_up_to_a_constant():
+    """log p_T(z) - log N(z; 0, I) by the score's line integral (8 Gauss-Legendre nodes) against the closed form of
+    a mixture whose modes lie far from the origin (where N(0, I) at T is several nats off): equal up to one
+    constant for every z, to 1e-3 nats."""
+    from vipaint_pl.methods.vipaint import terminal_log_ratio
+
+    prior = grid_mixture_prior(64, spacing=40.0, seed=0)
+    T = prior.num_train_timesteps - 1
+    g = torch.Generator().manual_seed(0)
+    a = float(prior.schedule.alpha(T))
+    z = torch.randn(12, 64, generator=g, dtype=torch.float64) + a * prior.mixture.means[torch.arange(12) * 2]
+    exact = _noised_mixture(prior, T).log_prob(z) + 0.5 * (z**2).sum(1) + 32 * math.log(2 * math.pi)
+    diff = exact - terminal_log_ratio(prior, z)
+    assert float(exact.max() - exact.min()) > 2.0  # the ratio itself varies by nats: the check can fail
+    assert float(diff.max() - diff.min()) < 1e-3
+
+
+def test_score_terminal_removes_the_diffusion_terms_bias_between_modes():
+    """-log p_Te(z) of two points in far-apart modes, by the diffusion term with every time enumerated (common
+    noises), against the exact marginal: with N(0, I) at T ("standard") the two gaps differ by nats (the corner
+    mode is penalized by about alpha_T^2 |m|^2 / 2, 8 nats here); with the prior's own p_T ("score") they agree to
+    half a nat (what is left: the DDPM chain's own gap where the modes merge, and the noise of 16 draws a time)."""
+    prior = grid_mixture_prior(64, spacing=40.0, seed=0)
+    te, n_noise = 550, 16
+    n = prior.num_train_timesteps - 1 - te
+    a, s = float(prior.schedule.alpha(te)), float(prior.schedule.sigma(te))
+    eps = torch.randn(2, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    z_e = a * prior.mixture.means[[0, 12]] + s * eps  # the corner mode (-2, -2) and the centre (0, 0)
+    exact = -_noised_mixture(prior, te).log_prob(z_e)
+    u = ((torch.arange(n, dtype=torch.float64) + 0.5) / n).repeat_interleave(n_noise)
+    noise = torch.randn(u.numel(), 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    gaps = {}
+    for terminal in ("standard", "score"):
+        est = torch.stack([diffusion_loss(prior, z.expand(u.numel(), -1), te, u, noise, terminal=terminal).mean()
+                           for z in z_e])
+        gaps[terminal] = est - exact
+    assert float((gaps["standard"][0] - gaps["standard"][1]).abs()) > 5.0
+    assert float((gaps["score"][0] - gaps["score"][1]).abs()) < 0.5
+
+
 @pytest.mark.parametrize("variance", ["plug-in", "unit-data"])
 def test_hierarchy_transition_of_unit_gaussian_data_is_exact_with_its_x0_variance(variance):
     """Prior N(0, I) (exact denoiser): p(z_s | z_t) between the levels is N(alpha_{t|s} z_t, 1 - alpha_{t|s}^2).
