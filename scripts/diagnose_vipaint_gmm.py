@@ -22,12 +22,14 @@ the exact mode weights.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 
 import torch
 
 from bench_gmm import N_EXACT, N_METHOD, PROJECTIONS, ROWS, make_problem, row_config
+from vipaint_pl.methods import vipaint
 from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
 from vipaint_pl.methods.vipaint import fit_posterior, sample_below, sample_ts
 from vipaint_pl.rng import QueryNoise
@@ -101,23 +103,38 @@ def run(setting: str, d_x: int, d_y: int, p: int, row: str, changes: dict | None
             "exact start": compare(from_exact, exact_x0, post.means, post.weights, obs, unobs)}
 
 
+@contextlib.contextmanager
+def exact_prior_term(prior):
+    """Inside: VIPaint's diffusion term takes the value -log p_Te(z_Te) of the mixture's exact marginal instead of its
+    estimate (the weights the estimate should give; a diagnosis only)."""
+    original = vipaint.diffusion_loss
+    vipaint.diffusion_loss = lambda _, z, te, *args: -prior.marginal(te).log_prob(z.flatten(1)).to(z.dtype)
+    try:
+        yield
+    finally:
+        vipaint.diffusion_loss = original
+
+
 def component_weights(setting: str, d_x: int, d_y: int, p: int, row: str, changes: dict | None = None,
-                      streams: tuple[str, ...] = ("sample",), draws: int = 256) -> dict:
+                      streams: tuple[str, ...] = ("sample",), draws: int = 256, exact_prior: bool = False) -> dict:
     """The fitted mixture against the exact posterior's modes: the mode of each component (its top level's x0
     estimate, nearest exact component mean), the sampler's weights (``component_weights: optimal``, ``draws`` draws
     of each random stream in ``streams``; "sample" is the sampler's own) summed per mode, the exact mass on the
     modes reached, and the total variation between the two weightings (per stream; the first stream's is
-    "weight_tv"). The same fit weighed with other streams tells Monte Carlo noise from a bias of the bounds."""
+    "weight_tv"). The same fit weighed with other streams tells Monte Carlo noise from a bias of the bounds;
+    ``exact_prior`` weighs it with the exact -log p_Te(z_Te) in place of the diffusion term's estimate."""
     from vipaint_pl.methods.vipaint import _component_draws, optimal_mixture_weights
 
     _, prior, op, y, post, cfg, noise, q = fitted(setting, d_x, d_y, p, row, changes)
+    weighing = exact_prior_term(prior) if exact_prior else contextlib.nullcontext()
     mode = torch.cdist(prior.predict_x0(q.mu[0], q.times[0]).double(), post.means).argmin(1)
     reached = torch.zeros_like(post.weights).index_fill_(0, mode, 1.0)
     modes = sorted(set(mode.tolist()))
     tvs, per_modes, bounds = [], [], []
     for stream in streams:
-        energy, log_q = _component_draws(prior, q, op, y, torch.zeros(1, dtype=torch.long), noise.stream(stream),
-                                         cfg.bound, draws)
+        with weighing:
+            energy, log_q = _component_draws(prior, q, op, y, torch.zeros(1, dtype=torch.long),
+                                             noise.stream(stream), cfg.bound, draws)
         weights = optimal_mixture_weights(energy, log_q)[0].exp()
         per_modes.append(torch.zeros_like(post.weights).index_add_(0, mode, weights))
         tvs.append(float(0.5 * (per_modes[-1] - post.weights).abs().sum()))
@@ -145,13 +162,15 @@ def main(argv=None):
     parser.add_argument("--streams", nargs="+", default=["sample"],
                         help="with --weights: weigh the same fit with draws of these random streams")
     parser.add_argument("--draws", type=int, default=256, help="with --weights: draws per stream")
+    parser.add_argument("--exact-prior-term", action="store_true",
+                        help="with --weights: weigh with the exact -log p_Te(z_Te) instead of the diffusion term")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(True)
     if args.weights:
         tvs, reached = [], []
         for p in range(args.first, args.first + args.problems):
             r = component_weights(args.setting, args.dx, args.dy, p, args.row, args.changes, tuple(args.streams),
-                                  args.draws)
+                                  args.draws, args.exact_prior_term)
             tvs.append(r["weight_tv"])
             reached.append(r["exact_mass_reached"])
             print(f"problem {p}: modes {r['modes']}, exact mass reached {r['exact_mass_reached']:.3f}, "
@@ -162,7 +181,8 @@ def main(argv=None):
                     for s, tv, ws, bs in zip(args.streams, r["weight_tv_per_stream"], r["weights_per_stream"],
                                              r["bounds_per_stream"])), flush=True)
         print(f"\n{args.setting} {args.dx}/{args.dy}, {args.problems} problems, row {args.row!r}"
-              f"{f' with {args.changes}' if args.changes else ''}: median weight TV {statistics.median(tvs):.2f}, "
+              f"{f' with {args.changes}' if args.changes else ''}"
+              f"{' (exact prior term)' if args.exact_prior_term else ''}: median weight TV {statistics.median(tvs):.2f}, "
               f"median exact mass reached {statistics.median(reached):.2f}")
         return
     results = []

@@ -264,3 +264,8 @@ def test_diagnose_reports_a_mixtures_components_against_the_exact_modes():
     assert r["weights_per_stream"][0] != r["weights_per_stream"][1]
     assert abs(sum(r["weights_per_stream"][1]) - 1) < 1e-6 and len(r["exact_weights"]) == len(r["modes"])
     assert len(r["bounds_per_stream"]) == 2 and all(len(b) == len(r["modes"]) for b in r["bounds_per_stream"])
+    # weighed with the exact -log p_Te(z_Te) in place of the diffusion term's estimate: the same fit and modes, the
+    # weights of the exact prior term (also close to the exact ones on this cell)
+    exact = component_weights("svd", 8, 1, 0, row, exact_prior=True)
+    assert exact["modes"] == r["modes"] and 0.0 <= exact["weight_tv"] < 0.15, exact
+    assert exact["weights_per_stream"][0] != r["weights_per_stream"][0]

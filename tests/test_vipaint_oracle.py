@@ -320,15 +320,6 @@ def test_importance_sampled_diffusion_term_has_the_uniform_expectation_and_less_
     assert spread(importance, r) < 0.3 * spread(uniform, torch.full_like(r, 1 / n))
 
 
-def _noised_mixture(prior, t: int):
-    """The Gaussian-mixture prior's exact marginal at time t: a mixture again (float64)."""
-    from vipaint_pl.priors.gmm import GaussianMixture
-
-    m = prior.mixture
-    a, s = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
-    return GaussianMixture(m.weights, a * m.means, a**2 * m.covs + s**2 * torch.eye(m.dim, dtype=torch.float64))
-
-
 def test_terminal_log_ratio_is_the_mixture_marginal_at_T_up_to_a_constant():
     """log p_T(z) - log N(z; 0, I) by the score's line integral (8 Gauss-Legendre nodes) against the closed form of
     a mixture whose modes lie far from the origin (where N(0, I) at T is several nats off): equal up to one
@@ -340,7 +331,7 @@ def test_terminal_log_ratio_is_the_mixture_marginal_at_T_up_to_a_constant():
     g = torch.Generator().manual_seed(0)
     a = float(prior.schedule.alpha(T))
     z = torch.randn(12, 64, generator=g, dtype=torch.float64) + a * prior.mixture.means[torch.arange(12) * 2]
-    exact = _noised_mixture(prior, T).log_prob(z) + 0.5 * (z**2).sum(1) + 32 * math.log(2 * math.pi)
+    exact = prior.marginal(T).log_prob(z) + 0.5 * (z**2).sum(1) + 32 * math.log(2 * math.pi)
     diff = exact - terminal_log_ratio(prior, z)
     assert float(exact.max() - exact.min()) > 2.0  # the ratio itself varies by nats: the check can fail
     assert float(diff.max() - diff.min()) < 1e-3
@@ -357,7 +348,7 @@ def test_score_terminal_removes_the_diffusion_terms_bias_between_modes():
     a, s = float(prior.schedule.alpha(te)), float(prior.schedule.sigma(te))
     eps = torch.randn(2, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     z_e = a * prior.mixture.means[[0, 12]] + s * eps  # the corner mode (-2, -2) and the centre (0, 0)
-    exact = -_noised_mixture(prior, te).log_prob(z_e)
+    exact = -prior.marginal(te).log_prob(z_e)
     u = ((torch.arange(n, dtype=torch.float64) + 0.5) / n).repeat_interleave(n_noise)
     noise = torch.randn(u.numel(), 64, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     gaps = {}

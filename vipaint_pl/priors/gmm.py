@@ -156,6 +156,12 @@ class GaussianMixturePrior(DiffusionPrior):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.mixture.sample(n, generator).reshape(n, *self.event_shape).float()
 
+    def marginal(self, t: int) -> GaussianMixture:
+        """p_t(z_t), the data noised to time t: again a mixture, of N(alpha_t m_i, alpha_t^2 C_i + sigma_t^2 I)."""
+        a, s = float(self.schedule.alpha(t)), float(self.schedule.sigma(t))
+        m = self.mixture
+        return GaussianMixture(m.weights, a * m.means, a**2 * m.covs + s**2 * torch.eye(m.dim, dtype=torch.float64))
+
     def exact_posterior(self, operator, y: Tensor, sigma_y: float) -> GaussianMixture:
         """p(x | y) for y = A x + sigma_y n with any linear operator: again a Gaussian mixture.
 
