@@ -52,10 +52,10 @@ class GaussianMixture:
     def component_log_prob(self, x: Tensor) -> Tensor:
         """log N(x; m_i, C_i) for every component: shape (B, n)."""
         x = x.to(torch.float64).reshape(x.shape[0], -1)
-        diff = x[:, None, :] - self.means[None]  # (B, n, d)
-        sol = torch.linalg.solve_triangular(self._chol[None], diff[..., None], upper=False)[..., 0]
+        diff = x.T[None] - self.means[:, :, None]  # (n, d, B): one triangular solve per component, B right-hand sides
+        sol = torch.linalg.solve_triangular(self._chol, diff, upper=False)
         logdet = 2 * torch.log(torch.diagonal(self._chol, dim1=-2, dim2=-1)).sum(-1)
-        return -0.5 * (sol**2).sum(-1) - 0.5 * logdet - 0.5 * self.dim * math.log(2 * math.pi)
+        return (-0.5 * (sol**2).sum(1) - 0.5 * logdet[:, None]).T - 0.5 * self.dim * math.log(2 * math.pi)
 
     def log_prob(self, x: Tensor) -> Tensor:
         return torch.logsumexp(self.component_log_prob(x) + self.weights.log(), dim=-1)
