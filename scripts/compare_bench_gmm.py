@@ -12,13 +12,12 @@ interval (resampling problems, seeded), and on how many problems A scores lower:
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from compare_evaluate import paired_difference
+from compare_evaluate import comparison_cli, paired_difference
 
 METRICS = ("max_sw2", "mode_tv")
 
@@ -65,16 +64,7 @@ def markdown(records: list[dict], row_a: str, row_b: str) -> str:
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="--out folders of bench_gmm.py runs")
-    parser.add_argument("--a", required=True, help="a row of bench_gmm.py")
-    parser.add_argument("--b", required=True, help="the row it is compared with")
-    args = parser.parse_args(argv)
-    records = compare(load_problems(args.runs), args.a, args.b)
-    if not records:
-        raise SystemExit(f"no problem has both rows {args.a!r} and {args.b!r} in {args.runs}")
-    print(markdown(records, args.a, args.b))
-    return records
+    return comparison_cli(argv, __doc__, "bench_gmm.py", load_problems, compare, markdown, "problem")
 
 
 if __name__ == "__main__":

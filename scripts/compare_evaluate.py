@@ -81,17 +81,22 @@ def markdown(records: list[dict], row_a: str, row_b: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="--out folders of evaluate.py runs")
-    parser.add_argument("--a", required=True, help="a row of evaluate.py (e.g. 'VIPaint-2 Langevin 50')")
+def comparison_cli(argv, doc: str, script: str, load, compare_rows, to_markdown, unit: str) -> list[dict]:
+    """The command line of a paired comparison: run folders of ``script``, rows --a and --b; prints the table."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help=f"--out folders of {script} runs")
+    parser.add_argument("--a", required=True, help=f"a row of {script} (e.g. 'VIPaint-2 Langevin 50')")
     parser.add_argument("--b", required=True, help="the row it is compared with (e.g. DPS)")
     args = parser.parse_args(argv)
-    records = compare(load_images(args.runs), args.a, args.b)
+    records = compare_rows(load(args.runs), args.a, args.b)
     if not records:
-        raise SystemExit(f"no digit has both rows {args.a!r} and {args.b!r} in {args.runs}")
-    print(markdown(records, args.a, args.b))
+        raise SystemExit(f"no {unit} has both rows {args.a!r} and {args.b!r} in {args.runs}")
+    print(to_markdown(records, args.a, args.b))
     return records
+
+
+def main(argv=None) -> list[dict]:
+    return comparison_cli(argv, __doc__, "evaluate.py", load_images, compare, markdown, "digit")
 
 
 if __name__ == "__main__":
