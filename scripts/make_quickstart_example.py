@@ -1,21 +1,60 @@
 """Writes the quickstart's bundled inputs: two held-out digits (32x32) and their masks (white = missing).
 
+digit_a (a 0 behind a half-plane) leaves one digit; digit_b (held-out digit 4, an 8, behind a half-plane at
+the angle of seed 4) leaves more than one: DPS's 10 samples (250 steps) read as 1 and 8, and so do the default
+VIPaint's (BENCHMARKS.md, "The quickstart's second digit"). ``--search 5`` lists what both complete for the held-out
+digits 0-4, each behind the half-plane of its own index: digits 2 and 4 are the first where DPS's samples show more
+than one digit; on digit 2 VIPaint's read as 4 and 9 only (not the true 8), on digit 4 as 1 and 8, so digit 4
+is the one bundled (the quickstart then shows the true digit among the alternatives).
+
     python scripts/make_quickstart_example.py
+    python scripts/make_quickstart_example.py --search 5
 """
 
+import argparse
 from pathlib import Path
+
+import torch
 
 from vipaint_pl.datasets import digits
 from vipaint_pl.image_io import save_image
-from vipaint_pl.masks import box_mask, half_plane_mask
+from vipaint_pl.masks import half_plane_mask
 
 OUT = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
 
 
-def main() -> None:
+def search(count: int) -> None:
+    """For held-out digits 0..count-1, each behind ``half_plane_mask(seed=index)``: the digits that the evaluation's
+    classifier reads in 10 samples of DPS (250 steps) and of the default VIPaint on the quickstart's prior."""
+    from evaluate import train_classifier
+
+    from vipaint_pl.methods import method_config, run_method
+    from vipaint_pl.operators import Inpainting
+    from vipaint_pl.priors import load_prior
+
+    prior, (net, _) = load_prior("latent", "embedded:digits-latent"), train_classifier(32)
     images, labels = digits(32, "test")
-    picks = {"digit_a": 0, "digit_b": 1}
-    masks = {"digit_a": half_plane_mask(32, 32, seed=3), "digit_b": box_mask(32, 32, 0.5)}
+    for i in range(count):
+        op = Inpainting(half_plane_mask(32, 32, seed=i)[None])
+        for method, changes in (("dps", {"steps": 250}), ("vipaint", {})):
+            z = run_method(method, prior, op, op(images[i : i + 1]), 10, seed=0, names=[f"d{i}"],
+                           config=method_config(method, changes))
+            with torch.no_grad():
+                read = net(prior.decode(z).clamp(-1, 1)).argmax(1).tolist()
+            print(f"held-out digit {i} (label {int(labels[i])}): {method}'s samples read as {read}", flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--search", type=int, default=0, help="list what DPS completes for this many held-out digits")
+    args = parser.parse_args(argv)
+    if args.search:
+        torch.set_grad_enabled(True)
+        search(args.search)
+        return
+    images, labels = digits(32, "test")
+    picks = {"digit_a": 0, "digit_b": 4}
+    masks = {"digit_a": half_plane_mask(32, 32, seed=3), "digit_b": half_plane_mask(32, 32, seed=4)}
     for name, i in picks.items():
         save_image(images[i], OUT / "images" / f"{name}.png")
         save_image(1 - 2 * masks[name].float(), OUT / "masks" / f"{name}.png")  # observed -> black, missing -> white
