@@ -7,8 +7,12 @@ digits 0-4, each behind the half-plane of its own index: digits 2 and 4 are the 
 than one digit; on digit 2 VIPaint's read as 4 and 9 only (not the true 8), on digit 4 as 1 and 8, so digit 4
 is the one bundled (the quickstart then shows the true digit among the alternatives).
 
+``--read DIR ...`` reads the quickstart's outputs (each ``DIR/<digit>/result.pt``) the same way, with the per-pixel
+standard deviation over the samples in the missing region.
+
     python scripts/make_quickstart_example.py
     python scripts/make_quickstart_example.py --search 5
+    python scripts/make_quickstart_example.py --read outputs/quickstart
 """
 
 import argparse
@@ -44,10 +48,36 @@ def search(count: int) -> None:
             print(f"held-out digit {i} (label {int(labels[i])}): {method}'s samples read as {read}", flush=True)
 
 
+def read(dirs: list[str]) -> None:
+    """What the classifier reads in each bundled digit's samples under each folder, and their per-pixel standard
+    deviation in the missing region (white in the bundled mask)."""
+    from evaluate import train_classifier
+
+    from vipaint_pl.image_io import load_image
+
+    net, _ = train_classifier(32)
+    for folder in dirs:
+        for name in ("digit_a", "digit_b"):
+            path = Path(folder) / name / "result.pt"
+            if not path.is_file():
+                raise SystemExit(f"{path}: not found (the quickstart writes it in its output folder)")
+            samples = torch.load(path)["samples"]
+            missing = load_image(OUT / "masks" / f"{name}.png", size=32, channels=1) > 0
+            with torch.no_grad():
+                reads = net(samples.clamp(-1, 1)).argmax(1).tolist()
+            std = float(samples.std(0)[missing].mean())
+            print(f"{folder} {name}: samples read as {reads}; std in the missing region {std:.3f}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--search", type=int, default=0, help="list what DPS completes for this many held-out digits")
+    parser.add_argument("--search", type=int, default=0,
+                        help="list what DPS and VIPaint complete for this many held-out digits")
+    parser.add_argument("--read", nargs="+", default=None, help="quickstart output folders to read")
     args = parser.parse_args(argv)
+    if args.read:
+        read(args.read)
+        return
     if args.search:
         torch.set_grad_enabled(True)
         search(args.search)
