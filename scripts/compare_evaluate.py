@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = ("psnr", "st_lpips", "diversity", "digit_accuracy", "distinct_digits")
+METRICS = ("psnr", "st_lpips", "diversity", "digit_accuracy", "distinct_digits", "diversity_same_digit")
 
 
 def load_images(run_dirs: list[str]) -> dict:

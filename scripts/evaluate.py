@@ -6,8 +6,10 @@ AlexNet, images upsampled to 64x64; not comparable with published LPIPS); LPIPS 
 upsampling) where its ImageNet weights can be loaded, n/a otherwise; diversity = mean pairwise
 RMSE between the samples of one query (pixels in [0, 1]); digit accuracy = the share of samples that a
 small CNN, trained here on the train split, assigns to the true digit; distinct digits = how many different
-digits that CNN sees among the 10 samples of one query (1: every completion is the same digit). Masks (white = missing):
-small (<= 20 % missing), random (40-80 %), half (a half-plane at a random angle), seeded per image.
+digits that CNN sees among the 10 samples of one query (1: every completion is the same digit); diversity within a
+digit = the mean pairwise RMSE over the pairs of samples that CNN reads as the same digit (the spread that is not a
+change of digit; n/a where no two samples agree). Masks (white = missing): small (<= 20 % missing), random
+(40-80 %), half (a half-plane at a random angle), seeded per image.
 
 Methods: every method of ``vipaint_pl.methods.METHODS`` with its defaults, chains capped at 250 steps:
 VIPaint-2 and VIPaint-4 (100 Adam steps on the bound, then 100 DDPM steps from Ts with DPS 0.5; "paper
@@ -115,6 +117,11 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
         ("VIPaint-2 Langevin 50, Jacobian variance", "vipaint", {"k": 2, "sampling": {
             "corrector_steps": 50, "corrector_variance": "jacobian"}}),
         ("VIPaint-2 Langevin 20, Jacobian variance", "vipaint", {"k": 2, "sampling": {"corrector_steps": 20}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, mixture of 4 fitted with equal weights", "vipaint", {
+            "k": 2, "components": 4, "init": {"start": "resampled"}, "optim": {"lr_weights": 0.0},
+            "bound": {"prior_gradient": "score"}, "sampling": {"component_weights": "optimal"}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, times 390 230", "vipaint", {"k": 2, "times": [390, 230]}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times", "vipaint", {"k": 2, "snr_matched_times": True}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
         ("Blended (replacement)", "blended", {}), ("PSLD", "psld", {}), ("RED-diff", "red-diff", {}),
         ("RePaint", "repaint", {}), ("CoPaint", "copaint", {}), ("CoPaint-TT", "copaint-tt", {}),
@@ -122,11 +129,15 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
 # The VIPaint rows above "VIPaint-2 Langevin 50" were measured before the corrector became a default (2026-11-28):
 # they keep it off, so that their figures in BENCHMARKS.md stay reproducible. The "Langevin 50" rows were measured
 # before its likelihood width came from the denoiser's Jacobian (later the same day) and keep the unit-data width;
-# "VIPaint-2 Langevin 50, Jacobian variance" is the default.
+# "VIPaint-2 Langevin 50, Jacobian variance" was the default until "SNR-matched times" (below).
 PRE_CORRECTOR, PRE_JACOBIAN = {"sampling": {"corrector_steps": 0}}, {"sampling": {"corrector_variance": "unit-data"}}
 ROWS = [(label, name, changes if name != "vipaint" or "Jacobian" in label else
          merge_dicts(PRE_JACOBIAN if label.startswith("VIPaint-2 Langevin 50") else PRE_CORRECTOR, changes))
         for label, name, changes in ROWS]
+# Every VIPaint row but the "SNR-matched" ones was measured with the official times on every prior (before
+# 2026-11-29); "VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times" is the default since.
+ROWS = [(label, name, changes if name != "vipaint" or "SNR-matched" in label else
+         merge_dicts({"snr_matched_times": False}, changes)) for label, name, changes in ROWS]
 ROWS += [(name, name, {}) for name in METHODS if name not in {r[1] for r in ROWS}]
 DEFAULT_ROWS = [r[0] for r in ROWS if r[0] != "DPS (1000 steps)"]  # the 1000-step chain: for timing, on request
 CHAIN = 250
@@ -169,9 +180,11 @@ def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: n
         predicted = net(samples.clamp(-1, 1)).argmax(1)
     acc = (predicted == label).float().mean()
     lp = float(lpips(up(samples.clamp(-1, 1)), up(truth.expand_as(samples))).mean()) if lpips else float("nan")
+    same = (predicted[:, None] == predicted[None, :]) & ~torch.eye(n, dtype=torch.bool)
     return {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "st_lpips": float(perceptual.mean()), "lpips": lp,
             "diversity": float(pair.sum() / (n * (n - 1))), "digit_accuracy": float(acc),
-            "distinct_digits": float(predicted.unique().numel())}
+            "distinct_digits": float(predicted.unique().numel()),
+            "diversity_same_digit": float(pair[same].mean()) if same.any() else float("nan")}
 
 
 def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first: int = 0, masks=MASKS,
@@ -202,7 +215,8 @@ def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first:
                 metrics = image_metrics(samples, x[i : i + 1], int(labels[i]), net, stlpips, lpips)
                 rows.append(metrics | {"seconds": seconds})
                 done.add((prior_name, mask_kind, label, i), rows[-1])
-            table["cells"][f"{mask_kind}/{label}"] = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+            keys = dict.fromkeys(k for r in rows for k in r)  # rows logged before a metric existed lack it
+            table["cells"][f"{mask_kind}/{label}"] = {k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in keys}
             table.setdefault("per_image", {})[f"{mask_kind}/{label}"] = rows
             log(f"{prior_name} {mask_kind} {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in
                                                             table["cells"][f"{mask_kind}/{label}"].items()))
@@ -211,15 +225,18 @@ def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first:
 
 def markdown(results: dict) -> str:
     lines = ["| prior | mask | method | PSNR | SSIM | ST-LPIPS | LPIPS | diversity | digit acc. | distinct digits | "
-             "s / image |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "diversity within a digit | s / image |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for prior, table in results.items():
         for key, m in table["cells"].items():
             mask, method = key.split("/", 1)
             lp = m.get("lpips", float("nan"))
             lp = "n/a" if lp != lp else f"{lp:.3f}"
             distinct = f"{m['distinct_digits']:.2f}" if "distinct_digits" in m else "n/a"  # not in runs before it
+            within = m.get("diversity_same_digit", float("nan"))
+            within = "n/a" if within != within else f"{within:.3f}"
             lines.append(f"| {prior} | {mask} | {method} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['st_lpips']:.3f} | "
-                         f"{lp} | {m['diversity']:.3f} | {m['digit_accuracy']:.2f} | {distinct} | {m['seconds']:.1f} |")
+                         f"{lp} | {m['diversity']:.3f} | {m['digit_accuracy']:.2f} | {distinct} | {within} | "
+                         f"{m['seconds']:.1f} |")
     return "\n".join(lines)
 
 

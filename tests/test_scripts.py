@@ -46,9 +46,14 @@ def test_distinct_digits_counts_the_different_digits_among_samples():
 
     from vipaint_pl.perceptual import PerceptualDistance
 
-    levels = torch.tensor([-0.95, -0.95, -0.5, 0.05, 0.05, 0.95]).view(6, 1, 1, 1).expand(6, 1, 16, 16)
+    levels = torch.tensor([-0.95, -0.85, -0.5, 0.05, 0.15, 0.95]).view(6, 1, 1, 1).expand(6, 1, 16, 16)
     metrics = image_metrics(levels.clone(), levels[:1], 0, _Brightness(), PerceptualDistance("st-lpips"))
     assert metrics["distinct_digits"] == 4.0 and metrics["digit_accuracy"] == pytest.approx(2 / 6)
+    # within a digit: the two pairs read alike, each 0.1 apart in [-1, 1], i.e. 0.05 in [0, 1] units
+    assert metrics["diversity_same_digit"] == pytest.approx(0.05, abs=1e-6)
+    assert metrics["diversity"] > 0.3
+    alone = image_metrics(levels[[0, 2, 5]].clone(), levels[:1], 0, _Brightness(), PerceptualDistance("st-lpips"))
+    assert alone["diversity_same_digit"] != alone["diversity_same_digit"]  # no two samples read alike: NaN
 
 
 def test_quick_cell_vipaint_and_dps_beat_prior_samples(capsys):
