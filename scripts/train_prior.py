@@ -7,6 +7,7 @@ loaders read (``vipaint_pl/embedded/<name>``), so ``load_prior`` treats it exact
 
     python scripts/train_prior.py                      # all three stages, ~40 min on 2 CPU cores
     python scripts/train_prior.py --stages pixel       # one stage: pixel | autoencoder | latent
+    python scripts/train_prior.py --stages stats       # only the pixel data's statistics (data_stats.json)
 """
 
 from __future__ import annotations
@@ -142,7 +143,18 @@ def train_pixel(cfg: dict, out: Path, workdir: Path) -> dict:
     module.ema.save_pretrained(out)
     sched.save_pretrained(out)
     write_history(module, out / "loss.csv")
+    write_data_stats(cfg, out)
     return {"seconds": module.seconds, "parameters": sum(p.numel() for p in unet.parameters())}
+
+
+def write_data_stats(cfg: dict, out: Path) -> dict:
+    """The pixel data's standard deviation over every pixel of the train split (the statistic the autoencoder's
+    scaling factor takes from latent codes), in ``data_stats.json``: ``load_prior`` gives it to the prior as its
+    ``data_std``, from which VIPaint places its hierarchy's times (``time_grids.snr_matched``)."""
+    x, _ = digits(cfg["size"], "train")
+    stats = {"data_std": float(x.std())}
+    (out / "data_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
 
 
 def train_autoencoder(cfg: dict, out: Path, workdir: Path) -> dict:
@@ -190,7 +202,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs" / "train_digits_priors.yaml"))
     parser.add_argument("--stages", nargs="+", default=["pixel", "autoencoder", "latent"],
-                        choices=["pixel", "autoencoder", "latent"])
+                        choices=["pixel", "autoencoder", "latent", "stats"],
+                        help="stats: only the pixel prior's data_stats.json (no training)")
     parser.add_argument("--out", default=str(ROOT / "vipaint_pl" / "embedded"))
     parser.add_argument("--workdir", default=str(ROOT / "outputs" / "train_priors"), help="checkpoints during training")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -202,9 +215,12 @@ def main(argv=None) -> None:
     stats_file = out / "training_stats.json"
     stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
     for stage in args.stages:
-        section = cfg["pixel"] if stage == "pixel" else cfg["latent"]
-        target = out / ("digits-pixel" if stage == "pixel" else "digits-latent")
+        section = cfg["pixel"] if stage in ("pixel", "stats") else cfg["latent"]
+        target = out / ("digits-pixel" if stage in ("pixel", "stats") else "digits-latent")
         target.mkdir(parents=True, exist_ok=True)
+        if stage == "stats":
+            print(stage, write_data_stats(section, target), flush=True)
+            continue
         fn = {"pixel": train_pixel, "autoencoder": train_autoencoder, "latent": train_latent}[stage]
         stats[stage] = fn(section, target, workdir) | {"torch_threads": torch.get_num_threads()}
         stats_file.parent.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,19 @@ def test_embedded_latent_prior_reconstructs_held_out_digits():
     assert 0.8 < float(z.std()) < 1.2  # scaling_factor makes the codes unit-variance
 
 
+def test_embedded_pixel_prior_carries_its_data_std_and_vipaint_places_its_times_by_it():
+    from vipaint_pl.methods.vipaint import VIPaintConfig
+
+    prior = load_prior("pixel", "embedded:digits-pixel")
+    assert prior.data_std == pytest.approx(float(digits(16, "train")[0].std()), rel=1e-5)  # data_stats.json
+    assert VIPaintConfig(snr_matched_times=True).hierarchy(prior) == [469, 310]
+    assert VIPaintConfig(snr_matched_times=False).hierarchy(prior) == [550, 400]
+    assert load_prior("latent", "embedded:digits-latent").data_std is None  # its codes are scaled to unit std
+    assert load_prior("pixel", "embedded:digits-pixel", data_std=1.0).data_std == 1.0  # given: it wins
+    with pytest.raises(ConfigError, match="data_std must be a positive number"):
+        load_prior("pixel", "embedded:digits-pixel", data_std=-1.0)
+
+
 def test_unknown_embedded_prior_names_what_ships():
     with pytest.raises(PriorLoadError, match="digits-latent"):
         load_prior("latent", "embedded:faces")

@@ -44,6 +44,23 @@ def test_hierarchy_times_validation():
         BoundConfig(likelihood="cauchy")
 
 
+def test_snr_matched_times_give_the_data_the_relative_width_unit_data_has_at_the_official_times():
+    # x0 ~ N(0, s^2): Var[x0 | z_t] / s^2 = 1 / (1 + s^2 SNR(t)) (closed form, float64). The matched times give data of
+    # standard deviation s the relative width that unit-variance data has at the official times [550, 400].
+    schedule = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2)).schedule
+    a2 = schedule.alphas_cumprod.double()
+    snr = a2 / (1 - a2)
+    for s in (0.3, 0.64, 2.0):
+        matched = hierarchy_times(2, None, 1000, schedule, s)
+        assert matched[0] > matched[1] and (matched < [550, 400]) == (s < 1)
+        for t, t_s in zip([550, 400], matched):
+            assert abs(float(1 / (1 + s**2 * snr[t_s]) - 1 / (1 + snr[t]))) < 0.005  # official times: up to 0.17 off
+    assert hierarchy_times(2, None, 1000, schedule, 1.0) == [550, 400]
+    assert hierarchy_times(2, [500, 300], 1000, schedule, 0.5) == [500, 300]  # given times are kept as given
+    with pytest.raises(ConfigError, match="data_std"):
+        hierarchy_times(2, None, 1000, schedule, 0.0)
+
+
 def _oracle_problem(d=8, sigma_y=0.5, seed=3):
     prior = grid_mixture_prior(d, seed=0)
     op = DenseLinear(torch.eye(d)[[0, 1, 4, 5]])

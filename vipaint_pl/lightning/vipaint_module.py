@@ -47,7 +47,7 @@ class VIPaintModule(InpaintingModule):
         self.cfg = vipaint if isinstance(vipaint, VIPaintConfig) else VIPaintConfig.from_dict(vipaint)
         super().__init__(prior, seed, output)
         self.save_hyperparameters(ignore=["prior", "vipaint", "output"])
-        self.times = self.cfg.hierarchy(self.prior.num_train_timesteps)
+        self.times = self.cfg.hierarchy(self.prior)
         self.perceptual = build_perceptual(self.cfg.bound.perceptual)
         self.automatic_optimization = False
         self.posterior: HierarchicalPosterior | None = None
@@ -75,7 +75,8 @@ class VIPaintModule(InpaintingModule):
         saved = checkpoint.get("vipaint_times")
         if saved is not None and saved != self.times:
             raise ConfigError(f"the checkpoint's posterior has times {saved}, this config {self.times}: "
-                              "use the vipaint.k / vipaint.times of the fit")
+                              "use the vipaint.k / vipaint.times of the fit (a fit on a prior with a data_std made "
+                              "before snr_matched_times existed: vipaint.snr_matched_times false)")
 
     @override
     def configure_callbacks(self):

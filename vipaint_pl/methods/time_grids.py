@@ -3,7 +3,7 @@
 - ``descending_times``: an even grid from a start time down to the data (DPS, Blended, PSLD, VIPaint's
   phase 2); ``training_grid``: an even grid over the training times (RED-diff).
 - ``midpoint_grid``: MGPS's increasing grid from the data.
-- ``hierarchy_times``: VIPaint's K keypoints Te > ... > Ts.
+- ``hierarchy_times``: VIPaint's K keypoints Te > ... > Ts (``snr_matched`` for data not of unit variance).
 - Time travel on a grid of reverse steps (RePaint's resampling schedule; Lugmayr et al., CVPR 2022, Alg. 1
   and Fig. 9-10), shared by RePaint, CoPaint-TT and (without jumps) ReSample.
 
@@ -55,13 +55,20 @@ def midpoint_grid(num_train_timesteps: int, steps: int) -> list[int]:
     return sorted(set(raw.tolist()))
 
 
-def hierarchy_times(k: int, times: list[int] | None = None, num_train_timesteps: int = 1000) -> list[int]:
-    """VIPaint's K times Te > ... > Ts, given or from the official defaults (rescaled to the prior's T)."""
+def hierarchy_times(k: int, times: list[int] | None = None, num_train_timesteps: int = 1000, schedule=None,
+                    data_std: float | None = None) -> list[int]:
+    """VIPaint's K times Te > ... > Ts, given or from the official defaults (rescaled to the prior's T).
+
+    The official times were chosen for latent codes of unit standard deviation; with ``schedule`` and the prior's
+    ``data_std`` (the data's standard deviation, the statistic latent codes are scaled by), the official times move
+    to where that data has the same signal-to-noise ratio (``snr_matched``). Given ``times`` are kept as they are."""
     if k < 1:
         raise ConfigError(f"the hierarchy needs K >= 1 levels, got K={k}")
     if times is None:
         base = DEFAULT_HIERARCHY_TIMES.get(k) or torch.linspace(550, 400, k).round().long().tolist()
         times = [round(t * num_train_timesteps / 1000) for t in base]
+        if schedule is not None and data_std is not None:
+            times = snr_matched(times, schedule, data_std)
     times = [int(t) for t in times]
     if len(times) != k:
         raise ConfigError(f"K={k} levels need {k} times, got {times}")
@@ -70,6 +77,18 @@ def hierarchy_times(k: int, times: list[int] | None = None, num_train_timesteps:
     if times[-1] < 0 or times[0] >= num_train_timesteps:
         raise ConfigError(f"hierarchy times must lie in [0, {num_train_timesteps - 1}], got {times}")
     return times
+
+
+def snr_matched(times: list[int], schedule, data_std: float) -> list[int]:
+    """Each time t moved to the index t' where data of standard deviation s has the signal-to-noise ratio that data of
+    unit standard deviation has at t: s^2 alpha_t'^2 / sigma_t'^2 = alpha_t^2 / sigma_t^2 (nearest index on the
+    schedule; as EDM's sigma_data rescales noise levels to the data, Karras et al., NeurIPS 2022). s = 1: unchanged."""
+    if not data_std > 0 or data_std == float("inf"):
+        raise ConfigError(f"the prior's data_std must be a positive number, got {data_std}")
+    a2 = schedule.alphas_cumprod.double()
+    log_snr = torch.log(a2) - torch.log1p(-a2)
+    shifted = log_snr + 2 * torch.log(torch.tensor(float(data_std), dtype=torch.float64))
+    return [int(torch.argmin((shifted - log_snr[t]).abs())) for t in times]
 
 
 def jump_schedule(steps: int, jump_length: int, jump_n_sample: int, num_train_timesteps: int) -> list[int]:

@@ -180,14 +180,21 @@ class VIPaintConfig(Settings):
     hierarchy_variance: Literal["plug-in", "unit-data"] = "plug-in"
     gamma_per_element: bool = False  # one gate per level and query (False) or per latent element (official)
     times: list[int] | None = None  # DDPM indices Te > ... > Ts; default [550, 400] for K = 2 (rescaled to T)
+    # True: the default times, chosen by the official code for latent codes of unit standard deviation, moved to the
+    # same signal-to-noise ratio for a prior whose ``data_std`` is known (``time_grids.snr_matched``; e.g. the
+    # embedded pixel digits, std 0.64: [469, 310]); priors without a data_std (latent, Stable Diffusion, hub pixel
+    # models unless given one) keep the official indices. False: the official indices whatever the data
+    snr_matched_times: bool = False
     fit_steps: int = bounded(100, low=1)  # optimization steps on the bound
     bound: BoundConfig = field(default_factory=BoundConfig)
     init: InitConfig = field(default_factory=InitConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sampling: PosteriorSamplingConfig = field(default_factory=PosteriorSamplingConfig)
 
-    def hierarchy(self, num_train_timesteps: int) -> list[int]:
-        return hierarchy_times(self.k, self.times, num_train_timesteps)
+    def hierarchy(self, prior) -> list[int]:
+        """The hierarchy's times Te > ... > Ts on ``prior`` (see ``times`` and ``snr_matched_times``)."""
+        data_std = getattr(prior, "data_std", None) if self.snr_matched_times else None
+        return hierarchy_times(self.k, self.times, prior.num_train_timesteps, prior.schedule, data_std)
 
 
 class HierarchicalPosterior(nn.Module):
@@ -564,7 +571,7 @@ def vipaint_bound(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
 def init_posterior(prior, operator, y: Tensor, noise, cfg: VIPaintConfig) -> HierarchicalPosterior:
     """Phase 1: a posterior for the B queries of ``y`` (``cfg.components`` rows each), started as
     ``cfg.init.start`` says."""
-    M, times = cfg.components, cfg.hierarchy(prior.num_train_timesteps)
+    M, times = cfg.components, cfg.hierarchy(prior)
     with torch.device(y.device):  # made where it runs: no copy from the host
         post = HierarchicalPosterior(times, y.shape[0], code_shape(prior, operator, y), M, cfg.gamma_per_element,
                                      cfg.hierarchy_eta, cfg.hierarchy_variance)

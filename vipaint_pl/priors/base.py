@@ -19,6 +19,9 @@ class DiffusionPrior(nn.Module):
 
     is_latent: bool = False
     x0_range: tuple[float, float] | None = None  # the data's range where it has one (pixel priors: [-1, 1])
+    # the standard deviation of the data the denoiser was trained on, where it is known (``load_prior``'s data_std, or
+    # an embedded prior's data_stats.json); None: not known, taken as 1 (latent codes are scaled to it)
+    data_std: float | None = None
 
     def __init__(self, schedule: NoiseSchedule):
         super().__init__()
