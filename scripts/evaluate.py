@@ -121,7 +121,7 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
             "k": 2, "components": 4, "init": {"start": "resampled"}, "optim": {"lr_weights": 0.0},
             "bound": {"prior_gradient": "score"}, "sampling": {"component_weights": "optimal"}}),
         ("VIPaint-2 Langevin 50, Jacobian variance, times 390 230", "vipaint", {"k": 2, "times": [390, 230]}),
-        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times", "vipaint", {"k": 2, "snr_matched_times": True}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times", "vipaint", {"k": 2}),  # the defaults
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
         ("Blended (replacement)", "blended", {}), ("PSLD", "psld", {}), ("RED-diff", "red-diff", {}),
         ("RePaint", "repaint", {}), ("CoPaint", "copaint", {}), ("CoPaint-TT", "copaint-tt", {}),

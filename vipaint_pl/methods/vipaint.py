@@ -183,8 +183,9 @@ class VIPaintConfig(Settings):
     # True: the default times, chosen by the official code for latent codes of unit standard deviation, moved to the
     # same signal-to-noise ratio for a prior whose ``data_std`` is known (``time_grids.snr_matched``; e.g. the
     # embedded pixel digits, std 0.64: [469, 310]); priors without a data_std (latent, Stable Diffusion, hub pixel
-    # models unless given one) keep the official indices. False: the official indices whatever the data
-    snr_matched_times: bool = False
+    # models unless given one) keep the official indices. False: the official indices whatever the data (the paper;
+    # the default until 2026-11-29, BENCHMARKS.md "The hierarchy's times for pixel data")
+    snr_matched_times: bool = True
     fit_steps: int = bounded(100, low=1)  # optimization steps on the bound
     bound: BoundConfig = field(default_factory=BoundConfig)
     init: InitConfig = field(default_factory=InitConfig)
