@@ -187,6 +187,12 @@ def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: n
             "diversity_same_digit": float(pair[same].mean()) if same.any() else float("nan")}
 
 
+def cell_mean(values: list[float]) -> float:
+    """The mean over a cell's images of a metric, over the images that have a value (NaN if none has)."""
+    present = [v for v in values if v == v]
+    return float(np.mean(present)) if present else float("nan")
+
+
 def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first: int = 0, masks=MASKS,
                    done: RunLog | None = None) -> dict:
     """Every cell (mask kind, method) of one prior; the images already in ``done`` are not run again."""
@@ -216,7 +222,7 @@ def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first:
                 rows.append(metrics | {"seconds": seconds})
                 done.add((prior_name, mask_kind, label, i), rows[-1])
             keys = dict.fromkeys(k for r in rows for k in r)  # rows logged before a metric existed lack it
-            table["cells"][f"{mask_kind}/{label}"] = {k: float(np.nanmean([r.get(k, np.nan) for r in rows])) for k in keys}
+            table["cells"][f"{mask_kind}/{label}"] = {k: cell_mean([r.get(k, np.nan) for r in rows]) for k in keys}
             table.setdefault("per_image", {})[f"{mask_kind}/{label}"] = rows
             log(f"{prior_name} {mask_kind} {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in
                                                             table["cells"][f"{mask_kind}/{label}"].items()))

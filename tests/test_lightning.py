@@ -82,6 +82,18 @@ def test_observed_pixels_are_kept_and_writer_output(workspace):
     assert {"grid.png", "mean.png", "result.pt", "sample_00.png", "sample_01.png"} <= files
 
 
+def test_pixel_prior_without_data_std_keeps_the_official_times_and_says_so(workspace, capsys):
+    from vipaint_pl.methods.time_grids import hierarchy_times
+
+    plain = VIPaintModule(PriorSpec("pixel", str(workspace / "pixel")), VIPaintConfig(k=2))
+    assert plain.times == hierarchy_times(2, None, plain.prior.num_train_timesteps)
+    assert "no data_std" in capsys.readouterr().err
+    given = VIPaintModule(PriorSpec("pixel", str(workspace / "pixel"), {"data_std": 0.5}), VIPaintConfig(k=2))
+    assert given.prior.data_std == 0.5 and given.times < plain.times  # lower SNR data: lower times
+    assert given.times == hierarchy_times(2, None, given.prior.num_train_timesteps, given.prior.schedule, 0.5)
+    assert "no data_std" not in capsys.readouterr().err
+
+
 def test_bad_configuration_errors(workspace):
     with pytest.raises(ConfigError, match="Te > Ts"):
         VIPaintModule(PriorSpec("pixel", str(workspace / "pixel")), VIPaintConfig(k=2, times=[20, 30]))
