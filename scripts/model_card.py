@@ -65,7 +65,10 @@ def main() -> None:
                         f"{stats['latent']['seconds'] / 60:.1f} min; eps-MSE {loss_summary(folder / 'loss.csv')}")
         else:
             training = (f"- UNet2DModel ({stats['pixel']['parameters']:,} parameters): {stats['pixel']['seconds'] / 60:.1f} "
-                        f"min; eps-MSE {loss_summary(folder / 'loss.csv')}")
+                        f"min; eps-MSE {loss_summary(folder / 'loss.csv')}\n"
+                        f"- Data standard deviation over all pixels of the train split: {prior.data_std:.3f} "
+                        "(`data_stats.json`, `python scripts/train_prior.py --stages stats`); VIPaint places its "
+                        "hierarchy's times by it")
         card = f"""# {name}: an embedded {kind} diffusion prior of handwritten digits ({size}x{size}, greyscale)
 
 Trained by this project from scratch, `python scripts/train_prior.py` with
