@@ -52,8 +52,8 @@ class VIPaintModule(InpaintingModule):
         if self.cfg.snr_matched_times and self.cfg.times is None and self.prior.x0_range is not None \
                 and self.prior.data_std is None:  # a pixel prior: its data are rarely of unit variance
             note(f"the pixel prior has no data_std: VIPaint keeps the official times {self.times}; give the data's "
-                 "standard deviation (prior kwargs data_std, e.g. 0.5 for natural images in [-1, 1]) to place them at "
-                 "the official times' signal-to-noise ratio")
+                 "standard deviation (prior kwargs data_std; EDM takes 0.5 for natural images in [-1, 1]) to place them "
+                 "at the official times' signal-to-noise ratio")
         self.perceptual = build_perceptual(self.cfg.bound.perceptual)
         self.automatic_optimization = False
         self.posterior: HierarchicalPosterior | None = None
