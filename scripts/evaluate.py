@@ -122,6 +122,16 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
             "bound": {"prior_gradient": "score"}, "sampling": {"component_weights": "optimal"}}),
         ("VIPaint-2 Langevin 50, Jacobian variance, times 390 230", "vipaint", {"k": 2, "times": [390, 230]}),
         ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times", "vipaint", {"k": 2}),  # the defaults
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, Tweedie bound", "vipaint", {
+            "k": 2, "bound": {"reconstruction": "tweedie"}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, Tweedie bound with Jacobian variance",
+         "vipaint", {"k": 2, "bound": {"reconstruction": "tweedie", "tweedie_variance": "jacobian"}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, lower std factor 1", "vipaint", {
+            "k": 2, "init": {"lower_std_factor": 1.0}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, 78 steps", "vipaint", {
+            "k": 2, "sampling": {"steps": 78}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, Tweedie steps", "vipaint", {
+            "k": 2, "sampling": {"guidance": "tweedie", "guidance_variance": "jacobian"}}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
         ("Blended (replacement)", "blended", {}), ("PSLD", "psld", {}), ("RED-diff", "red-diff", {}),
         ("RePaint", "repaint", {}), ("CoPaint", "copaint", {}), ("CoPaint-TT", "copaint-tt", {}),

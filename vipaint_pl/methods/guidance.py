@@ -40,7 +40,7 @@ def guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, steps: int, 
 
 def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, steps: int, eta: float, operator,
                                      y: Tensor, sigma_y: float, callback=None, t_end: int = -1,
-                                     variance: str = "plug-in") -> Tensor:
+                                     variance: str = "plug-in", x_var: str = "unit-data") -> Tensor:
     """Reverse diffusion from z at ``t_start`` to ``t_end`` (default: the data), each step conditioned on y
     by Tweedie's formula.
 
@@ -49,7 +49,8 @@ def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, step
       2. log p(y | z_t) ~ log N(y; A D(x0), sigma_y^2 I + r_t^2 A A^T),  r_t^2 = sigma_t^2
          (x0's spread given z_t for unit-variance data, as in Song et al., ICLR 2023, "Pseudoinverse-
          guided diffusion models"; A A^T from the operator's ``whitened_square``: exact for inpainting and
-         dense operators, taken as I for the others)
+         dense operators, taken as I for the others). ``x_var="jacobian"``: r_t^2 estimated per sample from
+         the denoiser (``jacobian_variance``; exact on Gaussian priors of any variance), one more backward pass
       3. E[z_0 | z_t, y] = x0 + (sigma_t^2 / alpha_t) grad_{z_t} log p(y | z_t)   (Tweedie, conditional)
       4. z_s ~ q(z_s | z_t, E[z_0 | z_t, y])                               (DDIM eta family)
          ``variance="unit-data"``: with z_0 integrated out, z_0 | z_t, y taken as the Gaussian posterior of unit-
@@ -62,9 +63,10 @@ def tweedie_guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, step
     """
     schedule = prior.schedule
     times = descending_times(t_start, steps, t_end)
+    probes = noise.stream("probes") if x_var == "jacobian" else None
     for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
         sigma = float(schedule.sigma(t))
-        x0, shift = tweedie_shift(prior, z, t, operator, y, sigma_y)  # 1.-3.
+        x0, shift = tweedie_shift(prior, z, t, operator, y, sigma_y, x_var, probes)  # 1.-3.
         x0_y = x0 + shift
         mean, std = transition(schedule, z.detach(), x0_y, s, t, eta)
         z = mean + std * noise.like(mean)  # 4.

@@ -36,7 +36,8 @@ from ..schedule import gaussian_entropy, gaussian_kl, per_sample, to_device, tra
 from ..settings import Settings, bounded
 from . import fidelity
 from .common import code_shape, report
-from .guidance import guided_reverse_diffusion, langevin_corrector, tweedie_guided_reverse_diffusion
+from .guidance import (guided_reverse_diffusion, jacobian_variance, langevin_corrector,
+                       tweedie_guided_reverse_diffusion)
 from .time_grids import hierarchy_times
 
 
@@ -70,6 +71,10 @@ class BoundConfig(Settings):
     # data; the operator's ``whitened_square``, exact for inpainting and dense operators), as the "tweedie"
     # sampler below Ts has it
     reconstruction: Literal["one_step", "tweedie"] = "one_step"
+    # the "tweedie" reconstruction's Var[x0 | z_Ts]: "unit-data" (sigma_Ts^2) or "jacobian" (per sample from the
+    # denoiser's Jacobian, as ``PosteriorSamplingConfig.corrector_variance``; held fixed in the gradient, one more
+    # backward pass through the denoiser per fit step)
+    tweedie_variance: Literal["unit-data", "jacobian"] = "unit-data"
     # the diffusion term's time: "uniform" (the paper) or "importance" (drawn by the VLB's own step weights, the
     # same expectation with far less variance; ``diffusion_loss``)
     time_sampling: Literal["uniform", "importance"] = "uniform"
@@ -137,6 +142,9 @@ class PosteriorSamplingConfig(Settings):
     # the "tweedie" steps' variance: "plug-in" (E[x0 | z_t, y] in place of x0) or "unit-data" (x0 integrated out with
     # Var[x0 | z_t] = sigma_t^2; ``tweedie_guided_reverse_diffusion``)
     variance: Literal["plug-in", "unit-data"] = "plug-in"
+    # the "tweedie" steps' likelihood Var[x0 | z_t] (as ``corrector_variance``): "unit-data" (sigma_t^2) or "jacobian"
+    # (estimated per sample from the denoiser's Jacobian, one more backward pass a step)
+    guidance_variance: Literal["unit-data", "jacobian"] = "unit-data"
     eta: float = bounded(1.0, low=0.0, high=1.0)  # DDIM eta of the reverse steps (1: DDPM)
     # A mixture's component weights at sampling time: "learned" (the fitted logits) or "bound" (pi_m proportional
     # to exp(-bound of component m alone), each bound estimated with ``score_samples`` draws: the weights that
@@ -376,14 +384,15 @@ def likelihood_std(operator, cfg: BoundConfig) -> float:
 
 
 def reconstruction_loss(operator, x: Tensor, y: Tensor, cfg: BoundConfig, perceptual=None,
-                        sigma_ts: float = 0.0) -> Tensor:
+                        sigma_ts: float = 0.0, x_var: Tensor | None = None) -> Tensor:
     """-log p(y | x) per sample: the configured likelihood of A(x) - y, plus an optional perceptual term; with
-    ``cfg.reconstruction == "tweedie"``, a Gaussian of covariance std^2 I + sigma_ts^2 A A^T instead (see
-    BoundConfig; its log-determinant, constant in x, left out)."""
+    ``cfg.reconstruction == "tweedie"``, a Gaussian of covariance std^2 I + r^2 A A^T instead, r^2 = ``x_var`` (per
+    sample) or sigma_ts^2 (see BoundConfig; its log-determinant, constant in x, left out)."""
     if cfg.weighting == "paper":
         return fidelity.laplace_nll(operator, x, y, PAPER_L1_SCALE)
     if cfg.reconstruction == "tweedie":
-        nll = fidelity.tweedie_nll(operator, x, y, sigma_ts**2, likelihood_std(operator, cfg))
+        r2 = sigma_ts**2 if x_var is None else x_var
+        nll = fidelity.tweedie_nll(operator, x, y, r2, likelihood_std(operator, cfg))
     else:
         nll = fidelity.LIKELIHOODS[cfg.likelihood](operator, x, y, likelihood_scale(operator, cfg))
     if perceptual is not None and cfg.perceptual_weight > 0:
@@ -427,8 +436,13 @@ def _sample_terms(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     z_top, z_s, kl, path = posterior.sample(prior, rows.repeat_interleave(S, 1).flatten(), noise, with_kl=with_kl,
                                             with_path=True)
-    x = prior.decode(prior.predict_x0(z_s, posterior.times[-1]))
-    recon = reconstruction_loss(operator, x, y, cfg, perceptual, float(prior.schedule.sigma(posterior.times[-1])))
+    x0 = prior.predict_x0(z_s, posterior.times[-1])
+    x = prior.decode(x0)
+    x_var = None
+    if cfg.reconstruction == "tweedie" and cfg.tweedie_variance == "jacobian":
+        x_var = tweedie_x_variance(prior, operator, z_s, x0, x, posterior.times[-1], noise)
+    recon = reconstruction_loss(operator, x, y, cfg, perceptual, float(prior.schedule.sigma(posterior.times[-1])),
+                                x_var)
     # stratified t, drawn and kept on the CPU: the times index the schedule there (no device round trip)
     u = (noise.rand(torch.empty(0)).view(-1, M, S) + torch.arange(S, dtype=torch.float64)) / S
     by_score = cfg.prior_gradient == "score"  # the VLB's value only; its gradient from the score at Te
@@ -438,6 +452,19 @@ def _sample_terms(prior, posterior: HierarchicalPosterior, operator, y: Tensor, 
     if by_score:
         diff = diff + score_gradient(prior, z_top, posterior.times[0])
     return z_top, recon, diff, kl, path
+
+
+def tweedie_x_variance(prior, operator, z: Tensor, x0: Tensor, x: Tensor, t: int, noise) -> Tensor:
+    """Var[x0 | z_t] per sample (B,) from the denoiser's Jacobian (``guidance.jacobian_variance``, its probe drawn
+    from ``noise``), detached: the bound's "tweedie" likelihood width held fixed in the gradient. Where z has no
+    graph (no gradients), x0 is computed again from a z that has one."""
+    alpha, sigma = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
+    with torch.enable_grad():
+        if not z.requires_grad:
+            z = z.detach().requires_grad_(True)
+            x0 = prior.predict_x0(z, t)
+            x = prior.decode(x0)
+        return jacobian_variance(operator, z, x0, x, alpha, sigma, noise)
 
 
 def score_gradient(prior, z: Tensor, t: int) -> Tensor:
@@ -732,7 +759,8 @@ def sample_below(prior, z: Tensor, ts: int, operator, y: Tensor, noise, cfg: Pos
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     if cfg.guidance == "tweedie":
         return tweedie_guided_reverse_diffusion(prior, z, ts, noise, cfg.steps, cfg.eta, operator, y,
-                                                likelihood_std(operator, bound), callback, variance=cfg.variance)
+                                                likelihood_std(operator, bound), callback, variance=cfg.variance,
+                                                x_var=cfg.guidance_variance)
     loss = lambda x0: fidelity.residual_norm(operator, prior.decode(x0), y)  # noqa: E731  DPS on the same y
     return guided_reverse_diffusion(prior, z, ts, noise, cfg.steps, cfg.dps_step_size, cfg.eta, loss, callback,
                                     cfg.clip_x0)
