@@ -130,6 +130,12 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
             "k": 2, "init": {"lower_std_factor": 1.0}}),
         ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, 78 steps", "vipaint", {
             "k": 2, "sampling": {"steps": 78}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, corrector at every level", "vipaint", {
+            "k": 2, "sampling": {"corrector_levels": "all"}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, corrector at every level, Tweedie bound with "
+         "Jacobian variance, step spacing 4", "vipaint", {
+            "k": 2, "bound": {"reconstruction": "tweedie", "tweedie_variance": "jacobian"},
+            "sampling": {"corrector_levels": "all", "step_spacing": 4}}),
         ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, Tweedie steps", "vipaint", {
             "k": 2, "sampling": {"guidance": "tweedie", "guidance_variance": "jacobian"}}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),

@@ -105,3 +105,20 @@ def test_vipaint_chain_below_ts_clips_x0_as_dps_does(clip):
                  BoundConfig(), callback=lambda i, info: seen.append(info["x0"]))
     largest = max(float(x0.abs().max()) for x0 in seen)
     assert largest == 1.0 if clip else largest > 2.0
+
+
+@pytest.mark.parametrize("guidance", ["dps", "tweedie"])
+def test_vipaint_chain_below_ts_keeps_its_step_spacing(guidance):
+    # ``sampling.step_spacing: 4``: ceil(Ts / 4) reverse steps from any Ts (100 at 400, 78 at 310), in place of ``steps``
+    from vipaint_pl.methods.vipaint import BoundConfig, PosteriorSamplingConfig, sample_below
+    from vipaint_pl.operators import DenseLinear
+    from vipaint_pl.priors.gmm import GaussianMixturePrior
+    from vipaint_pl.rng import QueryNoise
+
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2))
+    for ts, spacing, expected in [(400, 4, 100), (310, 4, 78), (310, None, 7)]:
+        seen = []
+        cfg = PosteriorSamplingConfig(steps=7, step_spacing=spacing, guidance=guidance, corrector_steps=0)
+        sample_below(prior, torch.zeros(2, 2), ts, DenseLinear(torch.eye(2)[[0]]), torch.tensor([[1.0]]),
+                     QueryNoise(0, ["q"], "v", 2), cfg, BoundConfig(), callback=lambda i, info: seen.append(info["t"]))
+        assert len(seen) == expected and seen[0] == ts

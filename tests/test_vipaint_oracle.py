@@ -491,6 +491,32 @@ def test_lower_draws_resample_the_lower_level_towards_its_exact_conditional_give
     assert torch.allclose(resampled.std(0), exact_std, rtol=0.08)
 
 
+def test_corrector_at_every_level_brings_a_misplaced_top_level_closer_to_the_exact_posterior():
+    # Unit Gaussian prior in d = 2, y observes coordinate 0, so p(z_Ts | y) has mean 0 in coordinate 1. q's top level
+    # sits at -3 there (almost no spread) and its lower level follows the prior's exact transition (gate ~ 1). With 20
+    # corrector steps at Ts only, coordinate 1 keeps about a third of the offset it inherits from z_Te; with the
+    # corrector at every level, z_Te is moved first and less than half of that offset is left
+    from vipaint_pl.methods.vipaint import HierarchicalPosterior, PosteriorSamplingConfig, sample_ts
+    from vipaint_pl.rng import QueryNoise
+
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2))
+    op, y = DenseLinear(torch.eye(2)[[0]]), torch.tensor([[1.5]])
+    post = HierarchicalPosterior([550, 400], 1, (2,), variance="unit-data")
+    with torch.no_grad():
+        post.mu[0, 0], post.log_std[0, 0] = torch.tensor([1.0, -3.0]), math.log(1e-3)
+        post.gamma.fill_(20.0)
+    bound = BoundConfig(likelihood="gaussian", likelihood_scale=0.3, reconstruction="tweedie")
+    offset = {}
+    for levels in ("last", "all"):
+        cfg = PosteriorSamplingConfig(corrector_steps=20, corrector_levels=levels, corrector_variance="unit-data")
+        z = sample_ts(prior, post, op, y, torch.zeros(1, dtype=torch.long), QueryNoise(0, ["q"], "v", 2000), cfg, bound)
+        offset[levels] = abs(float(z[:, 1].mean()))
+    assert offset["last"] > 0.5 and offset["all"] < 0.5 * offset["last"], offset  # measured 0.64 and 0.25
+    with pytest.raises(ConfigError, match="lower_draws"):
+        sample_ts(prior, post, op, y, torch.zeros(1, dtype=torch.long), QueryNoise(0, ["q"], "v", 4),
+                  PosteriorSamplingConfig(corrector_levels="all", lower_draws=2), bound)
+
+
 @pytest.mark.parametrize("operator", ["inpainting", "dense"])
 def test_langevin_corrector_reaches_the_exact_p_zt_given_y_on_a_unit_gaussian_prior(operator):
     # Unit Gaussian prior in d = 4: z_t = alpha x0 + sigma eps is N(0, I) and the Tweedie likelihood N(y; A alpha z_t,

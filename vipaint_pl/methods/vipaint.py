@@ -135,6 +135,9 @@ class PosteriorSamplingConfig(Settings):
     # 100 DDPM steps (eta 1) with DPS 0.5; the paper's sampler is PAPER_SAMPLING (no corrector, 50 steps, DPS 1,
     # DDIM eta 0.2; configs/method/vipaint_paper.yaml)
     steps: int = bounded(100, low=1)  # reverse steps from Ts to the data
+    # set: the chain takes ceil(Ts / step_spacing) steps in place of ``steps`` (spacing 4 at Ts 400: 100 steps), so
+    # that it keeps its spacing where the hierarchy's times move (``VIPaintConfig.snr_matched_times``)
+    step_spacing: int | None = bounded(None, low=1)
     # "dps": z_s -= dps_step_size * grad ||y - A(D(x0))|| (the paper); "tweedie": every step conditioned on y
     # by Tweedie's formula with the bound's likelihood width (no step size to tune)
     guidance: Literal["dps", "tweedie"] = "dps"
@@ -163,6 +166,9 @@ class PosteriorSamplingConfig(Settings):
     # below Ts is calibrated. 0: none (the paper)
     corrector_steps: int = bounded(50, low=0)
     corrector_scale: float = bounded(0.05, low=0.0, high=1.0, low_open=True)
+    # where the corrector runs: "last" (at Ts only) or "all" (at every level of the hierarchy, each draw moved
+    # towards p(z_t | y) before the next level is drawn from it; K times the corrector's cost). Not with lower_draws > 1
+    corrector_levels: Literal["last", "all"] = "last"
     # the corrector likelihood's Var[x0 | z_Ts] (``guidance.tweedie_shift``): "jacobian" (estimated per sample from
     # the denoiser's Jacobian, one more backward pass a step; the default since 2026-11-28, BENCHMARKS.md "The
     # corrector's likelihood width from the denoiser") or "unit-data" (sigma_Ts^2: data of unit variance)
@@ -247,12 +253,15 @@ class HierarchicalPosterior(nn.Module):
         self.gamma.fill_(cfg.gamma)
 
     def sample(self, prior, rows: Tensor, noise, with_kl: bool = False, with_path: bool = False,
-               top: Tensor | None = None):
+               top: Tensor | None = None, correct=None):
         """Ancestral sampling through the hierarchy (Eq. 11), one sample per entry of ``rows``: returns z_Te,
         z_Ts, the per-sample KLs of the lower levels, and (``with_path``) every level's (prior mean, prior std,
-        z_s, q's mean) for mixture densities. ``top``: a given z_Te per sample (only the lower levels drawn)."""
+        z_s, q's mean) for mixture densities. ``top``: a given z_Te per sample (only the lower levels drawn).
+        ``correct(k, z)``: applied to each level's draw but the last before the next is drawn from it."""
         mu, std = self.mu[:, rows], self.log_std[:, rows].exp()
         z = mu[0] + std[0] * noise.randn(mu.shape[2:], mu) if top is None else top
+        if correct is not None and self.k > 1:
+            z = correct(0, z)
         z_top, kl, path = z, z.new_zeros(z.shape[0]), []
         for k in range(1, self.k):
             t, s = self.times[k - 1], self.times[k]
@@ -263,6 +272,8 @@ class HierarchicalPosterior(nn.Module):
             if with_kl:
                 kl = kl + gaussian_kl(q_mean, std[k], p_mean, p_std).flatten(1).sum(1)
             z_next = q_mean + std[k] * noise.like(q_mean)
+            if correct is not None and k < self.k - 1:
+                z_next = correct(k, z_next)
             path.append((p_mean, p_std, z_next, q_mean))
             z = z_next
         return (z_top, z, kl, path) if with_path else (z_top, z, kl)
@@ -712,17 +723,31 @@ def sample_ts(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tens
     """z_Ts ~ q (B * per_query, ...): a component per sample by ``cfg.component_weights``, then ancestral
     sampling through its hierarchy (``cfg.lower_draws``), then ``cfg.corrector_steps`` Langevin steps at Ts
     (reported to ``callback``)."""
-    z = _sample_hierarchy(prior, post, operator, y, idx, noise, cfg, bound)
-    if cfg.corrector_steps == 0:
-        return z
-    return langevin_corrector(prior, z, post.times[-1], operator.repeat_interleave(noise.per_query), noise.repeat(y),
-                              likelihood_std(operator, bound), noise.stream("corrector"), cfg.corrector_steps,
-                              cfg.corrector_scale, callback, cfg.corrector_variance)
+    corrector = None if cfg.corrector_steps == 0 else _corrector(prior, post, operator, y, noise, cfg, bound)
+    z = _sample_hierarchy(prior, post, operator, y, idx, noise, cfg, bound,
+                          corrector if cfg.corrector_levels == "all" else None)
+    return z if corrector is None else corrector(post.k - 1, z, callback)
+
+
+def _corrector(prior, post: HierarchicalPosterior, operator, y: Tensor, noise, cfg: PosteriorSamplingConfig,
+               bound: BoundConfig):
+    """``correct(k, z, callback=None)``: ``cfg.corrector_steps`` Langevin steps at the hierarchy's k-th time, each
+    level with its own noise stream ("corrector" at Ts, as before levels were corrected, "corrector/<k>" above)."""
+    operator, y, sigma_y = operator.repeat_interleave(noise.per_query), noise.repeat(y), likelihood_std(operator, bound)
+
+    def correct(k: int, z: Tensor, callback=None) -> Tensor:
+        stream = noise.stream("corrector" if k == post.k - 1 else f"corrector/{k}")
+        return langevin_corrector(prior, z, post.times[k], operator, y, sigma_y, stream, cfg.corrector_steps,
+                                  cfg.corrector_scale, callback, cfg.corrector_variance)
+    return correct
 
 
 def _sample_hierarchy(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
-                      cfg: PosteriorSamplingConfig, bound: BoundConfig) -> Tensor:
-    """``sample_ts`` without the corrector."""
+                      cfg: PosteriorSamplingConfig, bound: BoundConfig, correct=None) -> Tensor:
+    """``sample_ts`` without the corrector at Ts (``correct(k, z)``: the corrector at the levels above it)."""
+    if correct is not None and cfg.lower_draws > 1:
+        raise ConfigError("sampling.corrector_levels: all cannot be combined with sampling.lower_draws > 1 (the lower "
+                          "paths' importance weights assume q's own draws)")
     logits = None
     if post.components > 1 and cfg.component_weights == "bound":
         logits = -component_bounds(prior, post, operator, y, idx, noise, bound, cfg.score_samples)
@@ -731,7 +756,7 @@ def _sample_hierarchy(prior, post: HierarchicalPosterior, operator, y: Tensor, i
                                                            cfg.score_samples))
     with torch.no_grad():
         rows = sample_rows(post, idx, noise, logits)
-        z_top, z, _, path = post.sample(prior, rows, noise, with_path=True)
+        z_top, z, _, path = post.sample(prior, rows, noise, with_path=True, correct=correct)
         if cfg.lower_draws == 1 or post.k == 1:
             return z
         # conditional importance resampling (PosteriorSamplingConfig.lower_draws): J lower paths per z_Te, each
@@ -757,12 +782,13 @@ def sample_below(prior, z: Tensor, ts: int, operator, y: Tensor, noise, cfg: Pos
     ``cfg.guidance`` says. On its own, it samples below Ts from any z_Ts (``scripts/diagnose_vipaint_gmm.py``
     feeds it exact posterior draws)."""
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
+    steps = cfg.steps if cfg.step_spacing is None else -(-ts // cfg.step_spacing)
     if cfg.guidance == "tweedie":
-        return tweedie_guided_reverse_diffusion(prior, z, ts, noise, cfg.steps, cfg.eta, operator, y,
+        return tweedie_guided_reverse_diffusion(prior, z, ts, noise, steps, cfg.eta, operator, y,
                                                 likelihood_std(operator, bound), callback, variance=cfg.variance,
                                                 x_var=cfg.guidance_variance)
     loss = lambda x0: fidelity.residual_norm(operator, prior.decode(x0), y)  # noqa: E731  DPS on the same y
-    return guided_reverse_diffusion(prior, z, ts, noise, cfg.steps, cfg.dps_step_size, cfg.eta, loss, callback,
+    return guided_reverse_diffusion(prior, z, ts, noise, steps, cfg.dps_step_size, cfg.eta, loss, callback,
                                     cfg.clip_x0)
 
 
