@@ -136,6 +136,8 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
          "Jacobian variance, step spacing 4", "vipaint", {
             "k": 2, "bound": {"reconstruction": "tweedie", "tweedie_variance": "jacobian"},
             "sampling": {"corrector_levels": "all", "step_spacing": 4}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, corrector at every level, step spacing 4",
+         "vipaint", {"k": 2, "sampling": {"corrector_levels": "all", "step_spacing": 4}}),
         ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, Tweedie steps", "vipaint", {
             "k": 2, "sampling": {"guidance": "tweedie", "guidance_variance": "jacobian"}}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
