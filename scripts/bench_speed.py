@@ -55,9 +55,10 @@ EMBEDDED = {"digits-latent": ("latent", 32), "digits-pixel": ("pixel", 16)}
 SAMPLES = 10
 # VIPaint's rows run without the Langevin corrector (``sampling.corrector_steps: 0``), as measured before it became a
 # default (2026-11-28): its steps cost what as many DPS steps cost (a denoiser and decoder forward and backward each)
-VIPAINT_2 = {"k": 2, "sampling": {"corrector_steps": 0}}
-# the corrector rows were measured with its unit-data likelihood width, before the width from the denoiser's Jacobian
-PRE_JACOBIAN = {"k": 2, "sampling": {"corrector_variance": "unit-data"}}
+VIPAINT_2 = {"k": 2, "sampling": {"corrector_steps": 0, "steps": 100}}
+# the corrector rows were measured with its unit-data likelihood width, before the width from the denoiser's Jacobian,
+# at Ts only and with 100 steps below Ts (before the corrector ran at every level, 2026-11-29)
+PRE_JACOBIAN = {"k": 2, "sampling": {"corrector_variance": "unit-data", "corrector_levels": "last", "steps": 100}}
 ROWS = [("VIPaint-2", "vipaint", VIPAINT_2)] + [(name, name, {}) for name in METHODS if name != "vipaint"]
 PIXEL_ONLY, LATENT_ONLY = {"copaint", "copaint-tt"}, {"resample", "psld", "gml-dps"}  # as the papers run them
 GB = 1024**3

@@ -156,6 +156,12 @@ ROWS = [(label, name, changes if name != "vipaint" or "Jacobian" in label else
 # 2026-11-29); "VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times" is the default since.
 ROWS = [(label, name, changes if name != "vipaint" or "SNR-matched" in label else
          merge_dicts({"snr_matched_times": False}, changes)) for label, name, changes in ROWS]
+# Every VIPaint row but the "corrector at every level" ones was measured with the corrector at Ts only and 100 steps
+# below Ts on every prior (before the evening of 2026-11-29); "..., corrector at every level, step spacing 4" is the
+# default since (BENCHMARKS.md, "Spread against fidelity")
+PRE_LEVELS = {"sampling": {"corrector_levels": "last", "steps": 100}}
+ROWS = [(label, name, changes if name != "vipaint" or "corrector at every level" in label else
+         merge_dicts(PRE_LEVELS, changes)) for label, name, changes in ROWS]
 ROWS += [(name, name, {}) for name in METHODS if name not in {r[1] for r in ROWS}]
 DEFAULT_ROWS = [r[0] for r in ROWS if r[0] != "DPS (1000 steps)"]  # the 1000-step chain: for timing, on request
 CHAIN = 250

@@ -40,7 +40,8 @@ def main(argv=None):
     print(f"prior samples: SW2 {sliced_wasserstein(prior_samples, exact):.3f}")
     print("K  variant                     SW2    std ratio observed / unobserved (method / exact)")
     base = {"fit_steps": 150, "bound": {"likelihood": "gaussian", "likelihood_scale": 0.5, "mc_samples": 8},
-            "sampling": {"steps": 40, "eta": 1.0, "corrector_steps": 0}}  # no corrector unless a variant adds it
+            "sampling": {"steps": 40, "eta": 1.0, "corrector_steps": 0,  # no corrector unless a variant adds it,
+                         "corrector_levels": "last"}}  # and then at Ts only (as measured)
     tweedie = {"bound": {"reconstruction": "tweedie"}, "sampling": {"guidance": "tweedie"}}
     variants = [(k, f"paper, DPS {dps}", {"k": k, "sampling": {"dps_step_size": dps}}) for k in (1, 2, 4)
                 for dps in (0.0, 0.5)]

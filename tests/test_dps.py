@@ -109,16 +109,18 @@ def test_vipaint_chain_below_ts_clips_x0_as_dps_does(clip):
 
 @pytest.mark.parametrize("guidance", ["dps", "tweedie"])
 def test_vipaint_chain_below_ts_keeps_its_step_spacing(guidance):
-    # ``sampling.step_spacing: 4``: ceil(Ts / 4) reverse steps from any Ts (100 at 400, 78 at 310), in place of ``steps``
+    # ``sampling.steps`` unset: ceil(Ts / step_spacing) reverse steps from any Ts (100 at 400, 78 at 310 with the
+    # default spacing 4); a number of steps given is kept
     from vipaint_pl.methods.vipaint import BoundConfig, PosteriorSamplingConfig, sample_below
     from vipaint_pl.operators import DenseLinear
     from vipaint_pl.priors.gmm import GaussianMixturePrior
     from vipaint_pl.rng import QueryNoise
 
     prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2))
-    for ts, spacing, expected in [(400, 4, 100), (310, 4, 78), (310, None, 7)]:
+    assert PosteriorSamplingConfig().steps is None and PosteriorSamplingConfig().step_spacing == 4
+    for ts, steps, spacing, expected in [(400, None, 4, 100), (310, None, 4, 78), (310, None, 10, 31), (310, 7, 4, 7)]:
         seen = []
-        cfg = PosteriorSamplingConfig(steps=7, step_spacing=spacing, guidance=guidance, corrector_steps=0)
+        cfg = PosteriorSamplingConfig(steps=steps, step_spacing=spacing, guidance=guidance, corrector_steps=0)
         sample_below(prior, torch.zeros(2, 2), ts, DenseLinear(torch.eye(2)[[0]]), torch.tensor([[1.0]]),
                      QueryNoise(0, ["q"], "v", 2), cfg, BoundConfig(), callback=lambda i, info: seen.append(info["t"]))
         assert len(seen) == expected and seen[0] == ts

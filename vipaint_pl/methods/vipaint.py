@@ -131,13 +131,13 @@ class PosteriorSamplingConfig(Settings):
 
     # Defaults: the best configuration measured on held-out digits (BENCHMARKS.md, "Which VIPaint for the
     # defaults", "The Langevin corrector becomes the image default" and "The corrector's likelihood width from the
-    # denoiser"): 50 Langevin corrector steps at Ts (likelihood width from the denoiser's Jacobian), then
-    # 100 DDPM steps (eta 1) with DPS 0.5; the paper's sampler is PAPER_SAMPLING (no corrector, 50 steps, DPS 1,
-    # DDIM eta 0.2; configs/method/vipaint_paper.yaml)
-    steps: int = bounded(100, low=1)  # reverse steps from Ts to the data
-    # set: the chain takes ceil(Ts / step_spacing) steps in place of ``steps`` (spacing 4 at Ts 400: 100 steps), so
-    # that it keeps its spacing where the hierarchy's times move (``VIPaintConfig.snr_matched_times``)
-    step_spacing: int | None = bounded(None, low=1)
+    # denoiser", "Spread against fidelity"): 50 Langevin corrector steps at every level (likelihood width from the
+    # denoiser's Jacobian), then DDPM steps (eta 1) with DPS 0.5 at a spacing of 4; the paper's sampler is
+    # PAPER_SAMPLING (no corrector, 50 steps, DPS 1, DDIM eta 0.2; configs/method/vipaint_paper.yaml)
+    # reverse steps from Ts to the data; None: ceil(Ts / step_spacing), 100 from Ts = 400, so that the chain keeps
+    # its spacing where the hierarchy's times move (``VIPaintConfig.snr_matched_times``: 78 from the pixel prior's 310)
+    steps: int | None = bounded(None, low=1)
+    step_spacing: int = bounded(4, low=1)
     # "dps": z_s -= dps_step_size * grad ||y - A(D(x0))|| (the paper); "tweedie": every step conditioned on y
     # by Tweedie's formula with the bound's likelihood width (no step size to tune)
     guidance: Literal["dps", "tweedie"] = "dps"
@@ -166,9 +166,10 @@ class PosteriorSamplingConfig(Settings):
     # below Ts is calibrated. 0: none (the paper)
     corrector_steps: int = bounded(50, low=0)
     corrector_scale: float = bounded(0.05, low=0.0, high=1.0, low_open=True)
-    # where the corrector runs: "last" (at Ts only) or "all" (at every level of the hierarchy, each draw moved
-    # towards p(z_t | y) before the next level is drawn from it; K times the corrector's cost). Not with lower_draws > 1
-    corrector_levels: Literal["last", "all"] = "last"
+    # where the corrector runs: "all" (at every level of the hierarchy, each draw moved towards p(z_t | y) before the
+    # next level is drawn from it; K times the corrector's cost; the default since 2026-11-29, BENCHMARKS.md "Spread
+    # against fidelity") or "last" (at Ts only). "all" needs lower_draws 1
+    corrector_levels: Literal["last", "all"] = "all"
     # the corrector likelihood's Var[x0 | z_Ts] (``guidance.tweedie_shift``): "jacobian" (estimated per sample from
     # the denoiser's Jacobian, one more backward pass a step; the default since 2026-11-28, BENCHMARKS.md "The
     # corrector's likelihood width from the denoiser") or "unit-data" (sigma_Ts^2: data of unit variance)
@@ -782,7 +783,7 @@ def sample_below(prior, z: Tensor, ts: int, operator, y: Tensor, noise, cfg: Pos
     ``cfg.guidance`` says. On its own, it samples below Ts from any z_Ts (``scripts/diagnose_vipaint_gmm.py``
     feeds it exact posterior draws)."""
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
-    steps = cfg.steps if cfg.step_spacing is None else -(-ts // cfg.step_spacing)
+    steps = cfg.steps if cfg.steps is not None else -(-ts // cfg.step_spacing)
     if cfg.guidance == "tweedie":
         return tweedie_guided_reverse_diffusion(prior, z, ts, noise, steps, cfg.eta, operator, y,
                                                 likelihood_std(operator, bound), callback, variance=cfg.variance,
