@@ -161,8 +161,9 @@ class PosteriorSamplingConfig(Settings):
     # resampling towards p(lower levels | z_Te, y), the transitions q's gate cannot condition on y. 1: plain
     # ancestral sampling (the paper)
     lower_draws: int = bounded(1, low=1)
-    # then N unadjusted Langevin steps at Ts on p(z_Ts | y) with the Tweedie likelihood, step h = corrector_scale *
-    # sigma_Ts^2 (``guidance.langevin_corrector``): they move q's draws towards p(z_Ts | y), from where the chain
+    # then N unadjusted Langevin steps at Ts (and above it: corrector_levels) on p(z_Ts | y) with the Tweedie
+    # likelihood, step h = corrector_scale * sigma_Ts^2 (``guidance.langevin_corrector``): they move q's draws
+    # towards p(z_Ts | y), from where the chain
     # below Ts is calibrated. 0: none (the paper)
     corrector_steps: int = bounded(50, low=0)
     corrector_scale: float = bounded(0.05, low=0.0, high=1.0, low_open=True)
@@ -723,7 +724,7 @@ def sample_ts(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tens
               cfg: PosteriorSamplingConfig, bound: BoundConfig, callback=None) -> Tensor:
     """z_Ts ~ q (B * per_query, ...): a component per sample by ``cfg.component_weights``, then ancestral
     sampling through its hierarchy (``cfg.lower_draws``), then ``cfg.corrector_steps`` Langevin steps at Ts
-    (reported to ``callback``)."""
+    (reported to ``callback``; and unreported at the levels above it, ``cfg.corrector_levels``)."""
     corrector = None if cfg.corrector_steps == 0 else _corrector(prior, post, operator, y, noise, cfg, bound)
     z = _sample_hierarchy(prior, post, operator, y, idx, noise, cfg, bound,
                           corrector if cfg.corrector_levels == "all" else None)
