@@ -512,9 +512,12 @@ def test_corrector_at_every_level_brings_a_misplaced_top_level_closer_to_the_exa
         z = sample_ts(prior, post, op, y, torch.zeros(1, dtype=torch.long), QueryNoise(0, ["q"], "v", 2000), cfg, bound)
         offset[levels] = abs(float(z[:, 1].mean()))
     assert offset["last"] > 0.5 and offset["all"] < 0.5 * offset["last"], offset  # measured 0.64 and 0.25
+    with pytest.raises(ConfigError, match="lower_draws"):  # refused with the config, before any fit
+        VIPaintConfig.from_dict({"sampling": {"corrector_levels": "all", "lower_draws": 2}})
     with pytest.raises(ConfigError, match="lower_draws"):
         sample_ts(prior, post, op, y, torch.zeros(1, dtype=torch.long), QueryNoise(0, ["q"], "v", 4),
                   PosteriorSamplingConfig(corrector_levels="all", lower_draws=2), bound)
+    PosteriorSamplingConfig(corrector_levels="last", lower_draws=2)  # the corrector at Ts only combines with them
 
 
 @pytest.mark.parametrize("operator", ["inpainting", "dense"])

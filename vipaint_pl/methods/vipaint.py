@@ -180,6 +180,12 @@ class PosteriorSamplingConfig(Settings):
     # guidance "dps" only: the "tweedie" steps do not clip
     clip_x0: bool = False
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.corrector_steps > 0 and self.corrector_levels == "all" and self.lower_draws > 1:
+            raise ConfigError("sampling.corrector_levels: all cannot be combined with sampling.lower_draws > 1 (the "
+                              "lower paths' importance weights assume q's own draws); set corrector_levels: last")
+
 
 @dataclass
 class VIPaintConfig(Settings):
@@ -746,10 +752,8 @@ def _corrector(prior, post: HierarchicalPosterior, operator, y: Tensor, noise, c
 
 def _sample_hierarchy(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
                       cfg: PosteriorSamplingConfig, bound: BoundConfig, correct=None) -> Tensor:
-    """``sample_ts`` without the corrector at Ts (``correct(k, z)``: the corrector at the levels above it)."""
-    if correct is not None and cfg.lower_draws > 1:
-        raise ConfigError("sampling.corrector_levels: all cannot be combined with sampling.lower_draws > 1 (the lower "
-                          "paths' importance weights assume q's own draws)")
+    """``sample_ts`` without the corrector at Ts (``correct(k, z)``: the corrector at the levels above it; the config
+    rules out its combination with lower draws)."""
     logits = None
     if post.components > 1 and cfg.component_weights == "bound":
         logits = -component_bounds(prior, post, operator, y, idx, noise, bound, cfg.score_samples)
