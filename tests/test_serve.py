@@ -50,10 +50,11 @@ def test_a_page_run_is_the_cli_run_of_its_downloaded_config(tmp_path, monkeypatc
     assert run.error is None
     fit_steps = [e[1] for e in run.events_seen if e[0] == "fit"]
     assert fit_steps == [1, 2, 3] and {"reconstruction", "diffusion", "loss"} <= set(run.events_seen[0][3])
-    sampling = [e for e in run.events_seen if e[0] == "sample"]  # the corrector's steps, then the chain's, numbered on
+    # the corrector's steps at both levels of the hierarchy (50 each), then the chain's, numbered on: no pause unreported
+    sampling = [e for e in run.events_seen if e[0] == "sample"]
     corrector = [e[1] for e in sampling if e[2] == "corrector"]
     chain = [e[1] for e in sampling if e[2] == "chain"]
-    assert corrector == list(range(50)) and chain == list(range(50, 50 + len(chain))) and chain
+    assert corrector == list(range(100)) and chain == list(range(100, 100 + len(chain))) and chain
     out = run.output()
     assert len(out.samples) == 2 and out.std_map.is_file()
     with zipfile.ZipFile(out.download) as zf:

@@ -91,7 +91,7 @@ def editor_image_and_mask(value) -> tuple[np.ndarray, np.ndarray]:
 
 class PageEvents(Callback):
     """Puts the run's progress on a queue: ("fit", step, total, bound terms) and ("sample", step, phase), phase
-    "corrector" for VIPaint's Langevin steps at Ts, else "chain"."""
+    "corrector" for VIPaint's Langevin steps (every corrected level's, numbered on), else "chain"."""
 
     def __init__(self, events: queue.Queue):
         self.events = events
@@ -243,7 +243,7 @@ def build_app():
                 if step == total or step % max(1, total // 20) == 0:
                     yield pd.DataFrame(curve), gr.skip(), gr.skip(), gr.skip(), gr.skip(), "fitting the posterior..."
             else:
-                phase = "Langevin corrector at Ts" if event[2] == "corrector" else "sampling"
+                phase = "Langevin corrector" if event[2] == "corrector" else "sampling"
                 progress((event[1] + 1, None), desc=f"{phase} (steps)")
         if run.error:
             raise gr.Error(run.error)

@@ -720,9 +720,11 @@ def sample_rows(post: HierarchicalPosterior, idx: Tensor, noise, logits: Tensor 
 def sample_posterior(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tensor, noise,
                      cfg: PosteriorSamplingConfig, bound: BoundConfig, callback=None) -> Tensor:
     """Phase 3: clean codes (B * per_query, ...) for the queries ``idx`` (with their ``operator`` and ``y``).
-    ``callback`` numbers the corrector's steps first (phase "corrector"), then the chain's."""
+    ``callback`` numbers the corrector's steps first (phase "corrector", level by level from the top), then the
+    chain's."""
     z = sample_ts(prior, post, operator, y, idx, noise, cfg, bound, callback)
-    below = None if callback is None else (lambda i, info: callback(cfg.corrector_steps + i, info))
+    done = cfg.corrector_steps * corrected_levels(post.k, cfg)
+    below = None if callback is None else (lambda i, info: callback(done + i, info))
     return sample_below(prior, z, post.times[-1], operator, y, noise, cfg, bound, below)
 
 
@@ -730,23 +732,34 @@ def sample_ts(prior, post: HierarchicalPosterior, operator, y: Tensor, idx: Tens
               cfg: PosteriorSamplingConfig, bound: BoundConfig, callback=None) -> Tensor:
     """z_Ts ~ q (B * per_query, ...): a component per sample by ``cfg.component_weights``, then ancestral
     sampling through its hierarchy (``cfg.lower_draws``), then ``cfg.corrector_steps`` Langevin steps at Ts
-    (reported to ``callback``; and unreported at the levels above it, ``cfg.corrector_levels``)."""
-    corrector = None if cfg.corrector_steps == 0 else _corrector(prior, post, operator, y, noise, cfg, bound)
+    and, with ``cfg.corrector_levels`` "all", at the levels above it (each level's steps reported to ``callback``,
+    numbered on from the top level's)."""
+    corrector = None if cfg.corrector_steps == 0 else _corrector(prior, post, operator, y, noise, cfg, bound,
+                                                                  callback)
     z = _sample_hierarchy(prior, post, operator, y, idx, noise, cfg, bound,
                           corrector if cfg.corrector_levels == "all" else None)
-    return z if corrector is None else corrector(post.k - 1, z, callback)
+    return z if corrector is None else corrector(post.k - 1, z)
+
+
+def corrected_levels(k: int, cfg: PosteriorSamplingConfig) -> int:
+    """How many of a K-level hierarchy's levels the corrector runs at (0 without corrector steps)."""
+    return 0 if cfg.corrector_steps == 0 else (k if cfg.corrector_levels == "all" else 1)
 
 
 def _corrector(prior, post: HierarchicalPosterior, operator, y: Tensor, noise, cfg: PosteriorSamplingConfig,
-               bound: BoundConfig):
-    """``correct(k, z, callback=None)``: ``cfg.corrector_steps`` Langevin steps at the hierarchy's k-th time, each
-    level with its own noise stream ("corrector" at Ts, as before levels were corrected, "corrector/<k>" above)."""
+               bound: BoundConfig, callback=None):
+    """``correct(k, z)``: ``cfg.corrector_steps`` Langevin steps at the hierarchy's k-th time, each level with its
+    own noise stream ("corrector" at Ts, as before levels were corrected, "corrector/<k>" above), reported to
+    ``callback`` after the steps of the levels corrected before it."""
     operator, y, sigma_y = operator.repeat_interleave(noise.per_query), noise.repeat(y), likelihood_std(operator, bound)
+    first = post.k - corrected_levels(post.k, cfg)  # the top corrected level: 0 ("all") or K - 1 ("last")
 
-    def correct(k: int, z: Tensor, callback=None) -> Tensor:
+    def correct(k: int, z: Tensor) -> Tensor:
         stream = noise.stream("corrector" if k == post.k - 1 else f"corrector/{k}")
+        done = (k - first) * cfg.corrector_steps
+        report_level = None if callback is None else (lambda i, info: callback(done + i, info))
         return langevin_corrector(prior, z, post.times[k], operator, y, sigma_y, stream, cfg.corrector_steps,
-                                  cfg.corrector_scale, callback, cfg.corrector_variance)
+                                  cfg.corrector_scale, report_level, cfg.corrector_variance)
     return correct
 
 
