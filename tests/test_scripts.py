@@ -150,6 +150,18 @@ def test_every_registered_method_has_a_row_in_both_benchmarks():
     assert {name for _, name, _ in evaluate.ROWS} == set(METHODS)
 
 
+def test_every_evaluate_row_is_a_valid_configuration_with_its_label_s_settings():
+    import evaluate
+
+    from vipaint_pl.methods import method_config
+
+    configs = {label: method_config(name, changes) for label, name, changes in evaluate.ROWS}  # each one validated
+    mix = configs["VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, corrector at every level, step "
+                  "spacing 4, mixture of 4 fitted with equal weights"]
+    assert (mix.components, mix.sampling.corrector_levels, mix.sampling.step_spacing) == (4, "all", 4)
+    assert configs["VIPaint-2"].sampling.corrector_levels == "last" and configs["VIPaint-2"].sampling.steps == 100
+
+
 def test_merged_evaluate_runs_weigh_each_run_by_its_images(tmp_path):
     import json
 
