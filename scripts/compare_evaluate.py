@@ -6,6 +6,9 @@ digits both rows have, the table gives both means, their difference A - B and a 
 that difference (resampling digits, seeded):
 
     python scripts/compare_evaluate.py outputs/run1 outputs/run2 --a "VIPaint-2 Langevin 50" --b DPS
+
+``--per-image METRIC`` then lists, per prior and mask, the digits on which the rows differ in that metric, largest
+difference first, with each one's share of the summed difference: which digits carry a gap.
 """
 
 from __future__ import annotations
@@ -81,22 +84,54 @@ def markdown(records: list[dict], row_a: str, row_b: str) -> str:
     return "\n".join(lines)
 
 
-def comparison_cli(argv, doc: str, script: str, load, compare_rows, to_markdown, unit: str) -> list[dict]:
-    """The command line of a paired comparison: run folders of ``script``, rows --a and --b; prints the table."""
+def per_image_differences(images: dict, row_a: str, row_b: str, metric: str) -> list[dict]:
+    """The digits on which A and B differ in ``metric`` (prior, mask, image, a, b, difference, share of the cell's
+    summed difference), per cell largest |difference| first."""
+    out = []
+    for prior, mask in sorted({(p, m) for p, m, method, _ in images if method == row_a}):
+        pairs = [(i, images[(prior, mask, row_a, i)].get(metric), images[(prior, mask, row_b, i)].get(metric))
+                 for p, m, method, i in images if (p, m, method) == (prior, mask, row_a)
+                 and (prior, mask, row_b, i) in images]
+        pairs = [(i, float(a), float(b)) for i, a, b in pairs if a is not None and b is not None and a != b]
+        total = sum(a - b for _, a, b in pairs)
+        for i, a, b in sorted(pairs, key=lambda r: (-abs(r[1] - r[2]), r[0])):
+            out.append({"prior": prior, "mask": mask, "image": i, "a": a, "b": b, "difference": a - b,
+                        "share": (a - b) / total if total else float("nan")})
+    return out
+
+
+def comparison_cli(argv, doc: str, script: str, load, compare_rows, to_markdown, unit: str,
+                   per_image=None) -> list[dict]:
+    """The command line of a paired comparison: run folders of ``script``, rows --a and --b; prints the table
+    (and, given ``per_image(images, a, b, metric)``, the --per-image list)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help=f"--out folders of {script} runs")
     parser.add_argument("--a", required=True, help=f"a row of {script} (e.g. 'VIPaint-2 Langevin 50')")
     parser.add_argument("--b", required=True, help="the row it is compared with (e.g. DPS)")
+    if per_image is not None:
+        parser.add_argument("--per-image", metavar="METRIC", help=f"also list the {unit}s on which the rows differ "
+                            "in METRIC (e.g. digit_accuracy)")
     args = parser.parse_args(argv)
-    records = compare_rows(load(args.runs), args.a, args.b)
+    images = load(args.runs)
+    records = compare_rows(images, args.a, args.b)
     if not records:
         raise SystemExit(f"no {unit} has both rows {args.a!r} and {args.b!r} in {args.runs}")
     print(to_markdown(records, args.a, args.b))
+    if per_image is not None and args.per_image:
+        rows = per_image(images, args.a, args.b, args.per_image)
+        print(f"\n| prior | mask | {unit} | {args.per_image}: A | B | A - B | share of the summed difference |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['prior']} | {r['mask']} | {r['image']} | {r['a']:.4f} | {r['b']:.4f} | "
+                  f"{r['difference']:+.4f} | {r['share']:+.2f} |")
+        if not rows:
+            print(f"(no {unit} on which the rows differ in {args.per_image})")
     return records
 
 
 def main(argv=None) -> list[dict]:
-    return comparison_cli(argv, __doc__, "evaluate.py", load_images, compare, markdown, "digit")
+    return comparison_cli(argv, __doc__, "evaluate.py", load_images, compare, markdown, "digit",
+                          per_image=per_image_differences)
 
 
 if __name__ == "__main__":

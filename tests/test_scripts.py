@@ -217,6 +217,25 @@ def test_paired_comparison_pairs_digits_across_runs_and_brackets_the_difference(
         compare_main([str(tmp_path / "r1"), "--a", "A", "--b", "C"])
 
 
+def test_per_image_differences_list_the_digits_that_carry_a_gap_largest_first(tmp_path, capsys):
+    import json
+
+    from compare_evaluate import main as compare_main
+
+    acc = {"A": [1.0, 0.0, 1.0, 0.5, 1.0], "B": [1.0, 1.0, 0.0, 0.5, 0.7]}  # digits 1, 2 and 4 differ; sum +0.3
+    with open(tmp_path / "images.jsonl", "w") as f:
+        for method, values in acc.items():
+            for i, v in enumerate(values):
+                f.write(json.dumps({"prior": "digits-pixel", "mask": "half", "method": method, "image": i,
+                                    "metrics": {"digit_accuracy": v}}) + "\n")
+    capsys.readouterr()
+    compare_main([str(tmp_path), "--a", "A", "--b", "B", "--per-image", "digit_accuracy"])
+    listed = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| digits-pixel")]
+    per_digit = [(int(r[2]), float(r[5]), float(r[6].rstrip(" |"))) for r in listed if r[2].isdigit()]
+    assert per_digit == [(1, -1.0, pytest.approx(-3.33, abs=0.01)), (2, 1.0, pytest.approx(3.33, abs=0.01)),
+                         (4, pytest.approx(0.3), pytest.approx(1.0))]
+
+
 def test_grid_comparison_pairs_problems_across_runs_by_the_difference_of_medians(tmp_path):
     import json
 
