@@ -19,6 +19,11 @@ allocator on a GPU; the process's resident set, sampled every 2 ms, on a CPU). P
 - ``syncs``: every method on the embedded priors with 5 steps under ``torch.cuda.set_sync_debug_mode``: the
   host-device synchronizations each run makes (each one stalls the GPU until the host queues more work), counted
   per source line of this library (CUDA only);
+- ``ops``: every method on the embedded priors (as ``methods``), the operators each run dispatches
+  (``vipaint_pl.profiling.OpCounter``; forward and backward, host scalars included) against those of its network
+  evaluations replayed alone (``floor_ops``): the difference is the work around the networks, which a GPU pays per
+  kernel launch. Counts are exact (no timing noise); a first run (the schedule's coefficients not yet kept) and a
+  second;
 - ``sd-memory``: the peak memory of Stable Diffusion VIPaint-2 (one fit step with its 4 Monte Carlo samples,
   one sampling step of 10 samples: every step frees its graph, so a run's peak is the larger of the two), with
   and without ``gradient_checkpointing`` + ``decode_batch_size: 1``, each in a fresh process.
@@ -48,7 +53,7 @@ from vipaint_pl.methods.vipaint import PAPER_SAMPLING
 from vipaint_pl.operators import Inpainting
 from vipaint_pl.priors import load_prior
 from vipaint_pl.priors.diffusers_priors import COMPILE_MODES
-from vipaint_pl.profiling import NetworkCounter, PeakMemory
+from vipaint_pl.profiling import NetworkCounter, OpCounter, PeakMemory
 from vipaint_pl.settings import merge_dicts
 
 EMBEDDED = {"digits-latent": ("latent", 32), "digits-pixel": ("pixel", 16)}
@@ -136,6 +141,32 @@ def part_methods(args, log) -> list[dict]:
                 r.update(measure(prior, name, capped(name, changes, args.chain), op, y, repeats=args.repeats))
             except (RuntimeError, ValueError) as err:  # one row's failure keeps the others
                 r["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+            rows.append(r)
+            log(r)
+    return rows
+
+
+def part_ops(args, log) -> list[dict]:
+    rows = []
+    for prior_name in args.priors:
+        prior, size = embedded(prior_name)
+        op, y = query(prior, size, 1)
+        for label, name, changes in ROWS:
+            if args.methods and label not in args.methods:
+                continue
+            if (prior_name == "digits-latent" and name in PIXEL_ONLY) or (prior_name == "digits-pixel" and name in LATENT_ONLY):
+                continue
+            cfg = capped(name, changes, args.chain)
+            prior.schedule.clear_memo()
+            r = {"part": "ops", "prior": prior_name, "method": label}
+            for run in ("first", "second"):
+                with NetworkCounter(prior) as counter, OpCounter() as ops:
+                    run_method(name, prior, op, y, SAMPLES, seed=0, names=["q0"], config=cfg)
+                network = counter.floor_ops()
+                evaluations = sum(counter.evaluations().values())
+                r.update({f"{run}_ops": ops.ops, f"{run}_outside": ops.ops - network,
+                          f"{run}_outside_per_evaluation": (ops.ops - network) / max(evaluations, 1)})
+            r.update({"network_ops": network, "evaluations": evaluations})
             rows.append(r)
             log(r)
     return rows
@@ -378,7 +409,7 @@ def part_syncs(args, log) -> list[dict]:
     return rows
 
 
-PARTS = {"methods": part_methods, "syncs": part_syncs, "cost": part_cost, "batch": part_batch, "options": part_options, "real-size": part_real_size,
+PARTS = {"methods": part_methods, "ops": part_ops, "syncs": part_syncs, "cost": part_cost, "batch": part_batch, "options": part_options, "real-size": part_real_size,
          "sd-memory": part_sd_memory}
 
 
@@ -395,6 +426,12 @@ def markdown(rows: list[dict]) -> str:
             ev = ", ".join(f"{k} {v}" for k, v in sorted(r["evaluations"].items()))
             out.append(f"| {r['prior']} | {r['method']} | {r['seconds']:.2f} | {r['floor_seconds']:.2f} | "
                        f"{r['overhead']:.2f} | {ev} | {r['peak_memory_gb']:.2f} |")
+    ops = [r for r in rows if r["part"] == "ops"]
+    if ops:
+        out += ["| prior | method | network evaluations | their operators | operators around them (first run) | "
+                "(second run) | per evaluation (second run) |", "|---|---|---|---|---|---|---|"]
+        out += [f"| {r['prior']} | {r['method']} | {r['evaluations']} | {r['network_ops']} | {r['first_outside']} | "
+                f"{r['second_outside']} | {r['second_outside_per_evaluation']:.1f} |" for r in ops]
     cost = [r for r in rows if r["part"] == "cost"]
     if cost:
         base = {r["method"]: r["seconds"] for r in cost}

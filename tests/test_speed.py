@@ -13,8 +13,8 @@ from vipaint_pl.methods import run_method
 from vipaint_pl.operators import Inpainting
 from vipaint_pl.priors import load_prior
 from vipaint_pl.priors.base import DiffusionPrior
-from vipaint_pl.profiling import NetworkCounter, PeakMemory
-from vipaint_pl.schedule import NoiseSchedule
+from vipaint_pl.profiling import NetworkCounter, OpCounter, PeakMemory
+from vipaint_pl.schedule import NoiseSchedule, per_sample, transition, x0_from_eps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
@@ -79,6 +79,48 @@ def test_floor_is_count_times_the_time_alone():
     floor = counter.floor_seconds(repeats=2)
     assert 10 * 0.02 <= floor <= 10 * 0.03  # ten calls of 20 ms, plus timer slack
     assert floor <= wall
+
+
+def test_floor_ops_are_the_networks_own_operators_and_the_rest_is_counted_around_them():
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 4))
+    prior = type("NetOnly", (), {"unet": net})()
+    x = torch.randn(3, 4)
+    with OpCounter() as alone:
+        for _ in range(3):
+            net(x)
+    with NetworkCounter(prior) as counter, OpCounter() as run:
+        for _ in range(3):
+            z = net(x)
+        with torch.no_grad():  # (with autograd on, exp would also keep its output for backward: one more)
+            z = (z * 2 + 1).exp()  # three operators around the network
+    assert counter.floor_ops() == alone.ops  # three forwards of one signature, counted as they run alone
+    recording = 2  # the first call of a signature is kept for replay: its input detached and cloned
+    assert run.ops - counter.floor_ops() == 3 + recording
+
+
+def test_coefficients_at_fixed_times_are_kept_and_equal_the_per_sample_path():
+    sched = NoiseSchedule.linear(1000)
+    sched.clear_memo()
+    z, x = torch.randn(4, 2, 3, dtype=torch.float64), torch.randn(4, 2, 3, dtype=torch.float64)
+    t, s = torch.full((4,), 500), torch.full((4,), 480)
+    for host_t, host_s in ((500, 480), (torch.tensor(500), torch.tensor(480))):
+        mean, std = transition(sched, z, x, host_s, host_t, eta=0.7)
+        mean_b, std_b = transition(sched, z, x, s, t, eta=0.7)
+        torch.testing.assert_close(mean, mean_b, rtol=0, atol=1e-15)
+        torch.testing.assert_close(std, std_b, rtol=0, atol=1e-15)
+        torch.testing.assert_close(x0_from_eps(sched, z, x, host_t), x0_from_eps(sched, z, x, t), rtol=0, atol=1e-14)
+    assert sched.alpha(500) is sched.alpha(torch.tensor(500))  # computed once, kept
+    with OpCounter() as ops:
+        transition(sched, z, x, 480, 500, eta=0.7)
+    assert ops.ops <= 6  # two products, a sum, the std as a tensor and its view: no arithmetic on the schedule
+    assert isinstance(per_sample(sched.alpha(500), z), float) and per_sample(sched.alpha(t), z).shape == (4, 1, 1)
+    gate = torch.tensor(0.3, requires_grad=True)  # a host number in a graph stays a tensor: its gradient flows
+    (grad,) = torch.autograd.grad((per_sample(gate, z) * z).sum(), gate)
+    torch.testing.assert_close(grad, z.sum().float())
+    with pytest.raises(Exception, match="s < t"):
+        transition(sched, z, x, 500, 500)
+    sched.clear_memo()
+    assert sched.alpha(500) is not sched.alpha(torch.tensor([500]))
 
 
 def test_peak_memory_sees_a_large_allocation():

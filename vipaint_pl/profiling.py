@@ -8,6 +8,10 @@ no work outside the networks. ``wall / floor`` is the method's overhead.
     with NetworkCounter(prior) as counter, PeakMemory() as memory:
         start = time.perf_counter(); run_method(...); wall = time.perf_counter() - start
     overhead = wall / counter.floor_seconds()
+
+``OpCounter`` counts the operators a run dispatches (forward and backward, any device); ``floor_ops`` counts those of
+the recorded evaluations replayed alone, so that the difference is the work a method adds around its networks, in
+operators: on a GPU each is a kernel launch or host step, which small networks do not hide.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def prior_networks(prior) -> dict[str, nn.Module]:
@@ -117,25 +122,49 @@ class NetworkCounter:
             out[f"{name} {direction}"] += n * (sig[0][1][0] if sig and sig[0][1] else 1)
         return dict(out)
 
-    def time_alone(self, replay: _Replay, backward: bool, repeats: int = 5) -> float:
-        """Seconds of one evaluation (forward, or forward + backward) of a recorded call: the fastest of
-        ``repeats`` after one warm-up (as ``timeit`` advises: slower runs measure the machine's other work)."""
+    @staticmethod
+    def _replayed(replay: _Replay, backward: bool):
+        """A function that evaluates a recorded call once (forward, or forward + backward), and its device."""
         args = list(replay.args)
         grad_input = next((i for i, a in enumerate(args) if isinstance(a, Tensor) and a.is_floating_point()), None)
         device = next((a.device for a in args if isinstance(a, Tensor)), torch.device("cpu"))
-        times = []
-        for _ in range(repeats + 1):
-            if backward and grad_input is not None:
-                args[grad_input] = args[grad_input].detach().requires_grad_(True)
-            _sync(device)
-            start = time.perf_counter()
+        if backward and grad_input is not None:
+            args[grad_input] = args[grad_input].detach().requires_grad_(True)
+
+        def evaluate():
             with torch.set_grad_enabled(replay.grad or backward):
                 out = _first_tensor(replay.module(*args, **replay.kwargs))
                 if backward:
                     out.backward(torch.ones_like(out))
+        return evaluate, device
+
+    def time_alone(self, replay: _Replay, backward: bool, repeats: int = 5) -> float:
+        """Seconds of one evaluation (forward, or forward + backward) of a recorded call: the fastest of
+        ``repeats`` after one warm-up (as ``timeit`` advises: slower runs measure the machine's other work)."""
+        evaluate, device = self._replayed(replay, backward)
+        times = []
+        for _ in range(repeats + 1):
+            _sync(device)
+            start = time.perf_counter()
+            evaluate()
             _sync(device)
             times.append(time.perf_counter() - start)
         return min(times[1:])
+
+    def floor_ops(self) -> int:
+        """Operators dispatched by every recorded evaluation replayed alone, times its count (as ``floor_seconds``
+        with ``OpCounter`` for the clock)."""
+        total = 0
+        for (name, sig), replay in self.replays.items():
+            counts = []
+            for backward in (False, True):
+                evaluate, _ = self._replayed(replay, backward)
+                with OpCounter() as ops:
+                    evaluate()
+                counts.append(ops.ops)
+            total += self.counts[(name, "forward", sig)] * counts[0]
+            total += self.counts[(name, "backward", sig)] * max(counts[1] - counts[0], 0)
+        return total
 
     def floor_seconds(self, repeats: int = 5) -> float:
         """Sum over every recorded signature of count x its time alone (backward: forward + backward minus
@@ -148,6 +177,19 @@ class NetworkCounter:
             if n_back:
                 total += n_back * max(self.time_alone(replay, True, repeats) - forward, 0.0)
         return total
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen operators dispatched while it is active (``ops``): forward and backward, on any device,
+    including those on host scalars."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
 
 
 class PeakMemory:

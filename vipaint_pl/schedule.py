@@ -16,6 +16,7 @@ from torch import Tensor
 from .errors import ScheduleError
 
 DATA_TIME = -1  # the time index of clean data: alpha = 1, sigma = 0
+MEMO_LIMIT = 65536  # coefficients kept per schedule (a few MB at most)
 
 
 def betas_for(schedule: str, num_steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> Tensor:
@@ -38,6 +39,8 @@ class NoiseSchedule:
     The table lives on the CPU: coefficients at Python or CPU times are computed there, with no host-device
     synchronization (a table on a GPU made every ``float(alpha(t))`` and every range check wait for the GPU).
     Times given as tensors on another device are looked up in a copy of the table made once per device.
+    Coefficients at one time (a Python int or a 0-dim CPU integer tensor) are computed once and kept
+    (``memo``): a sampling chain's steps then do no host arithmetic on the schedule. Treat them as read-only.
     """
 
     alphas_cumprod: Tensor
@@ -46,6 +49,20 @@ class NoiseSchedule:
         object.__setattr__(self, "alphas_cumprod", self.alphas_cumprod.detach().to("cpu", torch.float64))
         padded = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod])
         object.__setattr__(self, "_padded", {padded.device: padded})
+        object.__setattr__(self, "_memo", {})
+
+    def clear_memo(self) -> None:
+        """Forget the kept coefficients (they are computed again when next asked for)."""
+        self._memo.clear()
+
+    def memo(self, key: tuple, make):
+        """``make()``, computed once per ``key`` for this schedule (coefficients at fixed times)."""
+        out = self._memo.get(key)
+        if out is None:
+            if len(self._memo) >= MEMO_LIMIT:  # many distinct times (e.g. random ones): start again, bounded
+                self._memo.clear()
+            out = self._memo[key] = make()
+        return out
 
     @classmethod
     def from_betas(cls, betas: Tensor) -> "NoiseSchedule":
@@ -86,10 +103,16 @@ class NoiseSchedule:
 
     def alpha(self, t) -> Tensor:
         """alpha_t = sqrt(alphabar_t) (float64)."""
+        i = scalar_time(t)
+        if i is not None:
+            return self.memo(("alpha", i), lambda: self._table(i).sqrt())
         return self._table(t).sqrt()
 
     def sigma(self, t) -> Tensor:
         """sigma_t = sqrt(1 - alphabar_t) (float64)."""
+        i = scalar_time(t)
+        if i is not None:
+            return self.memo(("sigma", i), lambda: (1.0 - self._table(i)).sqrt())
         return (1.0 - self._table(t)).sqrt()
 
     def snr(self, t) -> Tensor:
@@ -100,6 +123,15 @@ class NoiseSchedule:
     def to(self, device) -> "NoiseSchedule":
         """The same schedule (its table stays on the CPU; lookups follow the times' device)."""
         return self
+
+
+def scalar_time(t) -> int | None:
+    """``t`` as a Python int where it is one time on the host (an int, or a 0-dim integer CPU tensor), else None."""
+    if isinstance(t, int) and not isinstance(t, bool):
+        return t
+    if isinstance(t, Tensor) and t.ndim == 0 and t.device.type == "cpu" and not t.is_floating_point():
+        return int(t)
+    return None
 
 
 def to_device(v: Tensor, device) -> Tensor:
@@ -124,12 +156,23 @@ def check(bad: Tensor, message, error=ValueError) -> None:
         torch._assert_async(~bad, f"{error.__name__}: a check on the diffusion times failed")
 
 
-def per_sample(v, like: Tensor) -> Tensor:
+def per_sample(v, like: Tensor) -> Tensor | float:
     """The one broadcasting helper: a scalar or per-sample coefficient (B,) shaped to broadcast against
-    ``like`` (B, ...), on its device and in its dtype (moved without a host-device synchronization)."""
+    ``like`` (B, ...), on its device and in its dtype (moved without a host-device synchronization).
+    One number on the host (a Python number or a 0-dim CPU tensor outside autograd) comes back as a Python
+    float, which multiplies ``like`` in its dtype as the cast tensor would, with no tensor made or moved."""
+    if isinstance(v, (int, float)) or (isinstance(v, Tensor) and v.ndim == 0 and v.device.type == "cpu"
+                                       and not v.requires_grad):
+        return float(v)
     v = v.to(like.dtype) if isinstance(v, Tensor) else torch.as_tensor(v, dtype=like.dtype)  # cast where it is
     v = to_device(v, like.device)
     return v.reshape(v.shape + (1,) * (like.ndim - v.ndim)) if v.ndim else v
+
+
+def std_like(std, like: Tensor) -> Tensor:
+    """A Gaussian's std (one number or per sample) as a tensor broadcast to ``like``'s shape (a view)."""
+    v = per_sample(std, like)
+    return (like.new_full((), v) if isinstance(v, float) else v).expand_as(like)
 
 
 def transition_std(schedule: NoiseSchedule, s, t, eta: float = 1.0) -> Tensor:
@@ -144,7 +187,14 @@ def transition_std(schedule: NoiseSchedule, s, t, eta: float = 1.0) -> Tensor:
 
 
 def _jump_coefficients(schedule: NoiseSchedule, s, t, eta: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(std, c_x, c_eps) of ``transition`` in float64: z_s = c_x x + c_eps z_t + std n."""
+    """(std, c_x, c_eps) of ``transition`` in float64: z_s = c_x x + c_eps z_t + std n (kept for fixed times)."""
+    i, j = scalar_time(s), scalar_time(t)
+    if i is not None and j is not None:
+        return schedule.memo(("jump", i, j, float(eta)), lambda: _jump_coefficients_at(schedule, i, j, eta))
+    return _jump_coefficients_at(schedule, s, t, eta)
+
+
+def _jump_coefficients_at(schedule: NoiseSchedule, s, t, eta: float) -> tuple[Tensor, Tensor, Tensor]:
     std = transition_std(schedule, s, t, eta)
     a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
     c_eps = (sg_s**2 - std**2).clamp_min(0).sqrt() / sg_t
@@ -169,13 +219,30 @@ def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float
     unit-variance Gaussian data, x_var = sigma_t^2 makes it the exact p(z_s | z_t) at eta = 1.
     The coefficients are computed in float64, then cast to z_t's dtype.
     """
-    s, t = torch.as_tensor(s), torch.as_tensor(t)
-    check((s >= t).any(), lambda: f"a transition needs s < t, got s={s.tolist()} t={t.tolist()}", ScheduleError)
-    std, c_x, c_eps = _jump_coefficients(schedule, s, t, eta)
+    _check_order(s, t, "a transition needs s < t")
+    i, j = scalar_time(s), scalar_time(t)
+    if i is not None and j is not None:  # fixed times: the coefficients as Python numbers, kept
+        std, c_x, c_eps = schedule.memo(("jump floats", i, j, float(eta)), lambda: tuple(
+            float(c) for c in _jump_coefficients(schedule, i, j, eta)))
+        if x_var:
+            std = math.sqrt(std**2 + c_x**2 * x_var)
+    else:
+        std, c_x, c_eps = _jump_coefficients(schedule, s, t, eta)
+        if x_var:
+            std = (std**2 + c_x**2 * x_var).sqrt()
     mean = per_sample(c_x, z_t) * x + per_sample(c_eps, z_t) * z_t
-    if x_var:
-        std = (std**2 + c_x**2 * x_var).sqrt()
-    return mean, per_sample(std, z_t).expand_as(mean)
+    return mean, std_like(std, mean)
+
+
+def _check_order(s, t, what: str) -> None:
+    """ScheduleError unless s < t (at once for host times; asynchronously on a device)."""
+    i, j = scalar_time(s), scalar_time(t)
+    if i is not None and j is not None:
+        if i >= j:
+            raise ScheduleError(f"{what}, got s={i} t={j}")
+        return
+    s, t = torch.as_tensor(s), torch.as_tensor(t)
+    check((s >= t).any(), lambda: f"{what}, got s={s.tolist()} t={t.tolist()}", ScheduleError)
 
 
 def bridge(schedule: NoiseSchedule, z_t: Tensor, z_m: Tensor, m, u, t) -> tuple[Tensor, Tensor]:
@@ -195,7 +262,7 @@ def bridge(schedule: NoiseSchedule, z_t: Tensor, z_m: Tensor, m, u, t) -> tuple[
     c_t = ((1 - ab_um - var).clamp_min(0) / (1 - ab_tm)).sqrt()
     c_m = ab_um.sqrt() - c_t * ab_tm.sqrt()
     mean = per_sample(c_t, z_t) * z_t + per_sample(c_m, z_t) * z_m
-    return mean, per_sample(var.sqrt(), z_t).expand_as(mean)
+    return mean, std_like(var.sqrt(), mean)
 
 
 def prior_transition(schedule: NoiseSchedule, z_t: Tensor, x0_hat: Tensor, s, t, eta: float = 1.0):
@@ -235,8 +302,7 @@ def renoise(schedule: NoiseSchedule, z_s: Tensor, s, t, noise: Tensor) -> Tensor
     sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (VIPaint, App. B.1): one step of it is
     sqrt(1 - beta_t) z_{t-1} + sqrt(beta_t) noise.
     """
-    s, t = torch.as_tensor(s), torch.as_tensor(t)
-    check((s >= t).any(), lambda: f"renoising needs s < t, got s={s.tolist()} t={t.tolist()}", ScheduleError)
+    _check_order(s, t, "renoising needs s < t")
     a_ts = schedule.alpha(t) / schedule.alpha(s)
     std = (schedule.sigma(t) ** 2 - a_ts**2 * schedule.sigma(s) ** 2).clamp_min(0).sqrt()
     return per_sample(a_ts, z_s) * z_s + per_sample(std, z_s) * noise
