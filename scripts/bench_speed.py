@@ -124,51 +124,51 @@ def embedded(name: str, compile_mode: str | None = None):
     return prior, size
 
 
-def part_methods(args, log) -> list[dict]:
-    rows = []
+def method_queries(args, compile_mode: str | None = None):
+    """(prior name, prior, operator, y, row label, method name, changes) for every row of ``args.methods`` (all by
+    default) that runs on each prior of ``args.priors`` (one half-mask query per prior)."""
     for prior_name in args.priors:
-        prior, size = embedded(prior_name, args.compile_mode)
+        prior, size = embedded(prior_name, compile_mode)
         op, y = query(prior, size, 1)
         for label, name, changes in ROWS:
             if args.methods and label not in args.methods:
                 continue
             if (prior_name == "digits-latent" and name in PIXEL_ONLY) or (prior_name == "digits-pixel" and name in LATENT_ONLY):
                 continue
-            r = {"part": "methods", "prior": prior_name, "method": label, "compile_mode": args.compile_mode}
-            try:
-                if args.compile_mode:  # compiles every shape the run meets, so that the timed runs do not
-                    timed_run(prior, name, capped(name, changes, args.chain), op, y, SAMPLES)
-                r.update(measure(prior, name, capped(name, changes, args.chain), op, y, repeats=args.repeats))
-            except (RuntimeError, ValueError) as err:  # one row's failure keeps the others
-                r["error"] = f"{type(err).__name__}: {str(err)[:300]}"
-            rows.append(r)
-            log(r)
+            yield prior_name, prior, op, y, label, name, changes
+
+
+def part_methods(args, log) -> list[dict]:
+    rows = []
+    for prior_name, prior, op, y, label, name, changes in method_queries(args, args.compile_mode):
+        r = {"part": "methods", "prior": prior_name, "method": label, "compile_mode": args.compile_mode}
+        try:
+            if args.compile_mode:  # compiles every shape the run meets, so that the timed runs do not
+                timed_run(prior, name, capped(name, changes, args.chain), op, y, SAMPLES)
+            r.update(measure(prior, name, capped(name, changes, args.chain), op, y, repeats=args.repeats))
+        except (RuntimeError, ValueError) as err:  # one row's failure keeps the others
+            r["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        rows.append(r)
+        log(r)
     return rows
 
 
 def part_ops(args, log) -> list[dict]:
     rows = []
-    for prior_name in args.priors:
-        prior, size = embedded(prior_name)
-        op, y = query(prior, size, 1)
-        for label, name, changes in ROWS:
-            if args.methods and label not in args.methods:
-                continue
-            if (prior_name == "digits-latent" and name in PIXEL_ONLY) or (prior_name == "digits-pixel" and name in LATENT_ONLY):
-                continue
-            cfg = capped(name, changes, args.chain)
-            prior.schedule.clear_memo()
-            r = {"part": "ops", "prior": prior_name, "method": label}
-            for run in ("first", "second"):
-                with NetworkCounter(prior) as counter, OpCounter() as ops:
-                    run_method(name, prior, op, y, SAMPLES, seed=0, names=["q0"], config=cfg)
-                network = counter.floor_ops()
-                evaluations = sum(counter.evaluations().values())
-                r.update({f"{run}_ops": ops.ops, f"{run}_outside": ops.ops - network,
-                          f"{run}_outside_per_evaluation": (ops.ops - network) / max(evaluations, 1)})
-            r.update({"network_ops": network, "evaluations": evaluations})
-            rows.append(r)
-            log(r)
+    for prior_name, prior, op, y, label, name, changes in method_queries(args):
+        cfg = capped(name, changes, args.chain)
+        prior.schedule.clear_memo()
+        r = {"part": "ops", "prior": prior_name, "method": label}
+        for run in ("first", "second"):
+            with NetworkCounter(prior) as counter, OpCounter() as ops:
+                run_method(name, prior, op, y, SAMPLES, seed=0, names=["q0"], config=cfg)
+            network = counter.floor_ops()
+            evaluations = sum(counter.evaluations().values())
+            r.update({f"{run}_ops": ops.ops, f"{run}_outside": ops.ops - network,
+                      f"{run}_outside_per_evaluation": (ops.ops - network) / max(evaluations, 1)})
+        r.update({"network_ops": network, "evaluations": evaluations})
+        rows.append(r)
+        log(r)
     return rows
 
 

@@ -161,6 +161,15 @@ def test_bench_speed_methods_part_records_overhead():
     assert dps["floor_seconds"] > 0 and dps["overhead"] == pytest.approx(dps["seconds"] / dps["floor_seconds"])
 
 
+def test_bench_speed_ops_part_counts_the_operators_around_the_networks():
+    import bench_speed
+
+    (dps,) = bench_speed.main(["--parts", "ops", "--priors", "digits-pixel", "--methods", "dps", "--chain", "3"])
+    assert dps["evaluations"] == 6 and dps["network_ops"] > 0
+    assert dps["first_ops"] == dps["network_ops"] + dps["first_outside"]
+    assert 0 < dps["second_outside"] < dps["first_outside"]  # the second run finds the chain's coefficients kept
+
+
 @pytest.mark.parametrize("config", ["sd1_5", "sd2_base"])
 def test_stable_diffusion_configs_load_with_the_memory_options(config, tmp_path):
     import yaml
