@@ -30,6 +30,28 @@ def test_diffusion_loss_bounds_the_exact_marginal_of_a_gaussian_prior():
     assert bound <= exact + 0.1  # ... and a tight one for an exact denoiser
 
 
+def test_diffusion_terms_kept_coefficients_are_the_forward_bridge_and_the_ddpm_step():
+    from vipaint_pl.methods.vipaint import DIFFUSION_COEFFICIENTS, _diffusion_coefficients
+    from vipaint_pl.schedule import NoiseSchedule, bridge, transition
+
+    sched, te = NoiseSchedule.linear(1000), 400
+    table = _diffusion_coefficients(sched, te, 1000)
+    assert set(table) == set(DIFFUSION_COEFFICIENTS) and all(v.shape == (599,) for v in table.values())
+    z_t, z_e, x0 = (torch.tensor([[v]], dtype=torch.float64) for v in (0.3, -1.1, 0.8))
+    for t in (te + 1, te + 7, 999):
+        c = {k: float(v[t - te - 1]) for k, v in table.items()}
+        # q(z_{t-1} | z_t, z_Te): the forward chain from Te conditioned on both ends (an independent formula)
+        mean, std = bridge(sched, z_t, z_e, te, t - 1, t)
+        assert float(mean) == pytest.approx(c["a_s"] * float(z_e) + c["gain"] * (float(z_t) - c["a_t"] * float(z_e)),
+                                            abs=1e-12)
+        assert float(std) == pytest.approx(c["q_std"] if t - 1 > te else 0.0, abs=1e-6)  # 1e-12 floor at t - 1 = Te
+        # p(z_{t-1} | z_t) = the DDPM step with x0; z_t | z_Te's width (App. B.1)
+        mean, std = transition(sched, z_t, x0, t - 1, t, eta=1.0)
+        assert float(mean) == pytest.approx(c["c_x"] * float(x0) + c["c_eps"] * float(z_t), abs=1e-12)
+        assert float(std) == pytest.approx(c["p_std"], abs=1e-12)
+        assert c["sd_t"] ** 2 == pytest.approx(float(sched.sigma(t)) ** 2 - c["a_t"] ** 2 * float(sched.sigma(te)) ** 2)
+
+
 def test_hierarchy_times_validation():
     assert hierarchy_times(2) == [550, 400]
     assert hierarchy_times(4) == [550, 500, 450, 400]

@@ -186,15 +186,16 @@ def transition_std(schedule: NoiseSchedule, s, t, eta: float = 1.0) -> Tensor:
     return eta * (var_ts * sg_s**2 / sg_t**2).clamp_min(0).sqrt()
 
 
-def _jump_coefficients(schedule: NoiseSchedule, s, t, eta: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(std, c_x, c_eps) of ``transition`` in float64: z_s = c_x x + c_eps z_t + std n (kept for fixed times)."""
+def jump_coefficients(schedule: NoiseSchedule, s, t, eta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(std, c_x, c_eps) of ``transition`` in float64: z_s = c_x x + c_eps z_t + std n (kept for fixed times;
+    ``jump_coefficients_at`` computes them for any times, e.g. a table over all of them at once)."""
     i, j = scalar_time(s), scalar_time(t)
     if i is not None and j is not None:
-        return schedule.memo(("jump", i, j, float(eta)), lambda: _jump_coefficients_at(schedule, i, j, eta))
-    return _jump_coefficients_at(schedule, s, t, eta)
+        return schedule.memo(("jump", i, j, float(eta)), lambda: jump_coefficients_at(schedule, i, j, eta))
+    return jump_coefficients_at(schedule, s, t, eta)
 
 
-def _jump_coefficients_at(schedule: NoiseSchedule, s, t, eta: float) -> tuple[Tensor, Tensor, Tensor]:
+def jump_coefficients_at(schedule: NoiseSchedule, s, t, eta: float) -> tuple[Tensor, Tensor, Tensor]:
     std = transition_std(schedule, s, t, eta)
     a_s, a_t, sg_s, sg_t = schedule.alpha(s), schedule.alpha(t), schedule.sigma(s), schedule.sigma(t)
     c_eps = (sg_s**2 - std**2).clamp_min(0).sqrt() / sg_t
@@ -204,7 +205,7 @@ def _jump_coefficients_at(schedule: NoiseSchedule, s, t, eta: float) -> tuple[Te
 def transition_x_coefficient(schedule: NoiseSchedule, s, t, eta: float = 1.0) -> Tensor:
     """The weight of x in ``transition``'s mean, alpha_s - c_eps alpha_t (float64): the factor by which an error
     (or spread) of x reaches z_s."""
-    return _jump_coefficients(schedule, s, t, eta)[1]
+    return jump_coefficients(schedule, s, t, eta)[1]
 
 
 def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float = 1.0,
@@ -223,13 +224,18 @@ def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float
     i, j = scalar_time(s), scalar_time(t)
     if i is not None and j is not None:  # fixed times: the coefficients as Python numbers, kept
         std, c_x, c_eps = schedule.memo(("jump floats", i, j, float(eta)), lambda: tuple(
-            float(c) for c in _jump_coefficients(schedule, i, j, eta)))
+            float(c) for c in jump_coefficients(schedule, i, j, eta)))
         if x_var:
             std = math.sqrt(std**2 + c_x**2 * x_var)
     else:
-        std, c_x, c_eps = _jump_coefficients(schedule, s, t, eta)
+        std, c_x, c_eps = jump_coefficients(schedule, s, t, eta)
         if x_var:
             std = (std**2 + c_x**2 * x_var).sqrt()
+    return apply_transition(std, c_x, c_eps, z_t, x)
+
+
+def apply_transition(std, c_x, c_eps, z_t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and std of ``transition`` from its coefficients (``jump_coefficients``, numbers or per sample)."""
     mean = per_sample(c_x, z_t) * x + per_sample(c_eps, z_t) * z_t
     return mean, std_like(std, mean)
 

@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..schedule import gaussian_entropy, gaussian_kl, per_sample, to_device, transition, transition_std
+from ..schedule import (apply_transition, gaussian_entropy, gaussian_kl, jump_coefficients_at, per_sample, to_device,
+                        transition, transition_std)
 from ..settings import Settings, bounded
 from . import fidelity
 from .common import code_shape, report
@@ -321,8 +322,7 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor, time_s
     """
     sch, T = prior.schedule, prior.num_train_timesteps
     n = T - 1 - te
-    a_e, v_e = sch.alpha(te), sch.sigma(te) ** 2
-    rel = lambda t: (sch.alpha(t) / a_e, sch.sigma(t) ** 2 - (sch.alpha(t) / a_e) ** 2 * v_e)  # noqa: E731
+    rel = _given_te(sch, te)
     view = lambda c: per_sample(c, z_e)  # noqa: E731
     a_T, v_T = rel(torch.tensor(T - 1))
     prior_T = gaussian_kl(view(a_T) * z_e, view(v_T.sqrt()), torch.zeros_like(z_e), torch.ones_like(z_e))
@@ -332,22 +332,20 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor, time_s
     if n <= 0:
         return prior_T
     if time_sampling == "importance":
-        proposal = _time_proposal(sch, te, T)
+        proposal = sch.memo(("time proposal", te, T), lambda: _time_proposal(sch, te, T))
         i = torch.searchsorted(proposal.cumsum(0), u.cpu().double().clamp_max(1 - 1e-12)).clamp_max(n - 1)
         t, scale = te + 1 + i, 1 / proposal[i]
     else:
-        t = te + 1 + torch.clamp((u * n).floor().long(), max=n - 1).cpu()
-        scale = torch.full(t.shape, float(n), dtype=torch.float64)
-    a_t, v_t = rel(t)
-    a_s, v_s = rel(t - 1)
-    z_t = view(a_t) * z_e + view(v_t.sqrt()) * noise
+        i = torch.clamp((u * n).floor().long(), max=n - 1).cpu()
+        t, scale = te + 1 + i, torch.full(i.shape, float(n), dtype=torch.float64)
+    c = sch.memo(("diffusion term", te, T), lambda: _diffusion_coefficients(sch, te, T))
+    a_t, sd_t, a_s, gain, q_std, p_std, c_x, c_eps = (c[k][i] for k in DIFFUSION_COEFFICIENTS)
+    z_t = view(a_t) * z_e + view(sd_t) * noise
     x0 = prior.predict_x0(z_t, t)
-    p_mean, p_std = transition(sch, z_t, x0, t - 1, t, eta=1.0)
-    cov = (a_t / a_s) * v_s  # Cov(z_{t-1}, z_t | z_Te)
-    q_mean = view(a_s) * z_e + view(cov / v_t) * (z_t - view(a_t) * z_e)
-    q_std = (v_s - cov**2 / v_t).clamp_min(0).sqrt()
+    p_mean, p_std = apply_transition(p_std, c_x, c_eps, z_t, x0)  # p(z_{t-1} | z_t)
+    q_mean = view(a_s) * z_e + view(gain) * (z_t - view(a_t) * z_e)
     last = to_device(t - 1 == te, z_e.device)
-    kl = gaussian_kl(q_mean, view(q_std.clamp_min(1e-12)).expand_as(q_mean), p_mean, p_std).flatten(1).sum(1)
+    kl = gaussian_kl(q_mean, view(q_std).expand_as(q_mean), p_mean, p_std).flatten(1).sum(1)
     quadratic = (0.5 * ((z_e - p_mean) / p_std) ** 2).flatten(1).sum(1)
     if time_sampling != "importance":
         normalizer = (torch.log(p_std) + 0.9189385332).flatten(1).sum(1)  # depends on t alone
@@ -373,6 +371,31 @@ def terminal_log_ratio(prior, z: Tensor, nodes: int = 8) -> Tensor:
     score = (a * prior.predict_x0(on_line, T) - on_line) / s2
     integrand = (z[None] * (score.view(nodes, *z.shape) + lam * z[None])).flatten(2).sum(2)  # (nodes, B)
     return (w[:, None] * integrand).sum(0)
+
+
+def _given_te(sch, te: int):
+    """t -> (a, v) of z_t | z_Te = N(a z_Te, v I) (float64; App. B.1's forward kernel from Te)."""
+    a_e, v_e = sch.alpha(te), sch.sigma(te) ** 2
+    return lambda t: (sch.alpha(t) / a_e, sch.sigma(t) ** 2 - (sch.alpha(t) / a_e) ** 2 * v_e)
+
+
+DIFFUSION_COEFFICIENTS = ("a_t", "sd_t", "a_s", "gain", "q_std", "p_std", "c_x", "c_eps")
+
+
+def _diffusion_coefficients(sch, te: int, T: int) -> dict[str, Tensor]:
+    """``diffusion_loss``'s coefficients at every t = Te+1, ..., T-1 (float64 tables indexed by t - Te - 1; the
+    schedule keeps them per Te): z_t | z_Te = N(a_t z_Te, sd_t^2) and z_{t-1} | z_Te likewise with a_s, v_s;
+    q(z_{t-1} | z_t, z_Te) = N(a_s z_Te + gain (z_t - a_t z_Te), q_std^2) with gain = Cov(z_{t-1}, z_t) / v_t;
+    p(z_{t-1} | z_t) = the DDPM step (p_std, c_x, c_eps of ``jump_coefficients_at``)."""
+    rel = _given_te(sch, te)
+    t = torch.arange(te + 1, T)
+    a_t, v_t = rel(t)
+    a_s, v_s = rel(t - 1)
+    cov = (a_t / a_s) * v_s  # Cov(z_{t-1}, z_t | z_Te)
+    p_std, c_x, c_eps = jump_coefficients_at(sch, t - 1, t, 1.0)
+    return {"a_t": a_t, "sd_t": v_t.sqrt(), "a_s": a_s, "gain": cov / v_t,
+            "q_std": (v_s - cov**2 / v_t).clamp_min(0).sqrt().clamp_min(1e-12), "p_std": p_std, "c_x": c_x,
+            "c_eps": c_eps}
 
 
 def _time_proposal(sch, te: int, T: int) -> Tensor:
