@@ -87,6 +87,9 @@ def markdown(records: list[dict], row_a: str, row_b: str) -> str:
 def per_image_differences(images: dict, row_a: str, row_b: str, metric: str) -> list[dict]:
     """The digits on which A and B differ in ``metric`` (prior, mask, image, a, b, difference, share of the cell's
     summed difference), per cell largest |difference| first."""
+    known = {name for (_, _, method, _), metrics in images.items() if method == row_a for name in metrics}
+    if metric not in known:
+        raise SystemExit(f"--per-image {metric!r}: row {row_a!r} has no such metric; it has {sorted(known)}")
     out = []
     for prior, mask in sorted({(p, m) for p, m, method, _ in images if method == row_a}):
         pairs = [(i, images[(prior, mask, row_a, i)].get(metric), images[(prior, mask, row_b, i)].get(metric))

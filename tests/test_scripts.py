@@ -234,6 +234,8 @@ def test_per_image_differences_list_the_digits_that_carry_a_gap_largest_first(tm
     per_digit = [(int(r[2]), float(r[5]), float(r[6].rstrip(" |"))) for r in listed if r[2].isdigit()]
     assert per_digit == [(1, -1.0, pytest.approx(-3.33, abs=0.01)), (2, 1.0, pytest.approx(3.33, abs=0.01)),
                          (4, pytest.approx(0.3), pytest.approx(1.0))]
+    with pytest.raises(SystemExit, match="no such metric; it has \\['digit_accuracy'\\]"):
+        compare_main([str(tmp_path), "--a", "A", "--b", "B", "--per-image", "accuracy"])
 
 
 def test_grid_comparison_pairs_problems_across_runs_by_the_difference_of_medians(tmp_path):

@@ -220,11 +220,10 @@ def transition(schedule: NoiseSchedule, z_t: Tensor, x: Tensor, s, t, eta: float
     unit-variance Gaussian data, x_var = sigma_t^2 makes it the exact p(z_s | z_t) at eta = 1.
     The coefficients are computed in float64, then cast to z_t's dtype.
     """
-    _check_order(s, t, "a transition needs s < t")
-    i, j = scalar_time(s), scalar_time(t)
-    if i is not None and j is not None:  # fixed times: the coefficients as Python numbers, kept
+    i, j = _ordered_times(s, t, "a transition needs s < t")
+    if i is not None:  # fixed times: the coefficients as Python numbers, kept
         std, c_x, c_eps = schedule.memo(("jump floats", i, j, float(eta)), lambda: tuple(
-            float(c) for c in jump_coefficients(schedule, i, j, eta)))
+            float(c) for c in jump_coefficients_at(schedule, i, j, eta)))
         if x_var:
             std = math.sqrt(std**2 + c_x**2 * x_var)
     else:
@@ -240,15 +239,17 @@ def apply_transition(std, c_x, c_eps, z_t: Tensor, x: Tensor) -> tuple[Tensor, T
     return mean, std_like(std, mean)
 
 
-def _check_order(s, t, what: str) -> None:
-    """ScheduleError unless s < t (at once for host times; asynchronously on a device)."""
+def _ordered_times(s, t, what: str) -> tuple[int, int] | tuple[None, None]:
+    """ScheduleError unless s < t (at once for host times; asynchronously on a device); (s, t) as Python ints
+    where both are one time on the host, else (None, None)."""
     i, j = scalar_time(s), scalar_time(t)
     if i is not None and j is not None:
         if i >= j:
             raise ScheduleError(f"{what}, got s={i} t={j}")
-        return
+        return i, j
     s, t = torch.as_tensor(s), torch.as_tensor(t)
     check((s >= t).any(), lambda: f"{what}, got s={s.tolist()} t={t.tolist()}", ScheduleError)
+    return None, None
 
 
 def bridge(schedule: NoiseSchedule, z_t: Tensor, z_m: Tensor, m, u, t) -> tuple[Tensor, Tensor]:
@@ -308,7 +309,7 @@ def renoise(schedule: NoiseSchedule, z_s: Tensor, s, t, noise: Tensor) -> Tensor
     sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2 (VIPaint, App. B.1): one step of it is
     sqrt(1 - beta_t) z_{t-1} + sqrt(beta_t) noise.
     """
-    _check_order(s, t, "renoising needs s < t")
+    _ordered_times(s, t, "renoising needs s < t")
     a_ts = schedule.alpha(t) / schedule.alpha(s)
     std = (schedule.sigma(t) ** 2 - a_ts**2 * schedule.sigma(s) ** 2).clamp_min(0).sqrt()
     return per_sample(a_ts, z_s) * z_s + per_sample(std, z_s) * noise

@@ -339,10 +339,10 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor, time_s
         i = torch.clamp((u * n).floor().long(), max=n - 1).cpu()
         t, scale = te + 1 + i, torch.full(i.shape, float(n), dtype=torch.float64)
     c = sch.memo(("diffusion term", te, T), lambda: _diffusion_coefficients(sch, te, T))
-    a_t, sd_t, a_s, gain, q_std, p_std, c_x, c_eps = (c[k][i] for k in DIFFUSION_COEFFICIENTS)
+    a_t, sd_t, a_s, gain, q_std, step_std, c_x, c_eps = (c[k][i] for k in DIFFUSION_COEFFICIENTS)
     z_t = view(a_t) * z_e + view(sd_t) * noise
     x0 = prior.predict_x0(z_t, t)
-    p_mean, p_std = apply_transition(p_std, c_x, c_eps, z_t, x0)  # p(z_{t-1} | z_t)
+    p_mean, p_std = apply_transition(step_std, c_x, c_eps, z_t, x0)  # p(z_{t-1} | z_t)
     q_mean = view(a_s) * z_e + view(gain) * (z_t - view(a_t) * z_e)
     last = to_device(t - 1 == te, z_e.device)
     kl = gaussian_kl(q_mean, view(q_std).expand_as(q_mean), p_mean, p_std).flatten(1).sum(1)
