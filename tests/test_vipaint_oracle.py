@@ -50,6 +50,7 @@ def test_diffusion_terms_kept_coefficients_are_the_forward_bridge_and_the_ddpm_s
         assert float(mean) == pytest.approx(c["c_x"] * float(x0) + c["c_eps"] * float(z_t), abs=1e-12)
         assert float(std) == pytest.approx(c["p_std"], abs=1e-12)
         assert c["sd_t"] ** 2 == pytest.approx(float(sched.sigma(t)) ** 2 - c["a_t"] ** 2 * float(sched.sigma(te)) ** 2)
+        assert (c["alpha"], c["sigma"]) == (float(sched.alpha(t)), float(sched.sigma(t)))  # Tweedie's, exactly
 
 
 def test_hierarchy_times_validation():

@@ -290,7 +290,12 @@ def gaussian_entropy(std: Tensor) -> Tensor:
 
 def x0_from_eps(schedule: NoiseSchedule, z_t: Tensor, eps: Tensor, t) -> Tensor:
     """Tweedie / Eq. 3: x0_hat = (z_t - sigma_t eps) / alpha_t."""
-    return (z_t - per_sample(schedule.sigma(t), z_t) * eps) / per_sample(schedule.alpha(t), z_t)
+    return x0_from_eps_at(z_t, eps, per_sample(schedule.alpha(t), z_t), per_sample(schedule.sigma(t), z_t))
+
+
+def x0_from_eps_at(z_t: Tensor, eps: Tensor, alpha, sigma) -> Tensor:
+    """``x0_from_eps`` from alpha_t and sigma_t already shaped to broadcast against z_t."""
+    return (z_t - sigma * eps) / alpha
 
 
 def eps_from_x0(schedule: NoiseSchedule, z_t: Tensor, x0: Tensor, t) -> Tensor:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..schedule import (apply_transition, gaussian_entropy, gaussian_kl, jump_coefficients_at, per_sample, to_device,
-                        transition, transition_std)
+                        transition, transition_std, x0_from_eps_at)
 from ..settings import Settings, bounded
 from . import fidelity
 from .common import code_shape, report
@@ -322,13 +322,12 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor, time_s
     """
     sch, T = prior.schedule, prior.num_train_timesteps
     n = T - 1 - te
-    rel = _given_te(sch, te)
     view = lambda c: per_sample(c, z_e)  # noqa: E731
-    a_T, v_T = rel(torch.tensor(T - 1))
-    prior_T = gaussian_kl(view(a_T) * z_e, view(v_T.sqrt()), torch.zeros_like(z_e), torch.ones_like(z_e))
+    a_T, sd_T = sch.memo(("diffusion term at T", te, T), lambda: _terminal_coefficients(sch, te, T))
+    prior_T = gaussian_kl(a_T * z_e, sd_T, torch.zeros_like(z_e), torch.ones_like(z_e))
     prior_T = prior_T.flatten(1).sum(1)
     if terminal == "score":
-        prior_T = prior_T - terminal_log_ratio(prior, view(a_T) * z_e + view(v_T.sqrt()) * noise).to(prior_T.dtype)
+        prior_T = prior_T - terminal_log_ratio(prior, a_T * z_e + sd_T * noise).to(prior_T.dtype)
     if n <= 0:
         return prior_T
     if time_sampling == "importance":
@@ -338,14 +337,16 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor, time_s
     else:
         i = torch.clamp((u * n).floor().long(), max=n - 1).cpu()
         t, scale = te + 1 + i, torch.full(i.shape, float(n), dtype=torch.float64)
-    c = sch.memo(("diffusion term", te, T), lambda: _diffusion_coefficients(sch, te, T))
-    a_t, sd_t, a_s, gain, q_std, step_std, c_x, c_eps = (c[k][i] for k in DIFFUSION_COEFFICIENTS)
-    z_t = view(a_t) * z_e + view(sd_t) * noise
-    x0 = prior.predict_x0(z_t, t)
+    table = sch.memo(("diffusion term", te, T), lambda: torch.stack([*_diffusion_coefficients(sch, te, T).values()]))
+    rows = to_device(table[:, i].to(z_e.dtype), z_e.device)  # every coefficient at the drawn times: one lookup and copy
+    rows = rows.view(*rows.shape, *[1] * (z_e.ndim - 1)).unbind(0)  # each (B, 1, ...), as ``per_sample`` shapes it
+    a_t, sd_t, a_s, gain, q_std, step_std, c_x, c_eps, alpha_t, sigma_t = rows
+    z_t = a_t * z_e + sd_t * noise
+    x0 = x0_from_eps_at(z_t, prior.predict_eps(z_t, t).to(z_t.dtype), alpha_t, sigma_t)
     p_mean, p_std = apply_transition(step_std, c_x, c_eps, z_t, x0)  # p(z_{t-1} | z_t)
-    q_mean = view(a_s) * z_e + view(gain) * (z_t - view(a_t) * z_e)
+    q_mean = a_s * z_e + gain * (z_t - a_t * z_e)
     last = to_device(t - 1 == te, z_e.device)
-    kl = gaussian_kl(q_mean, view(q_std).expand_as(q_mean), p_mean, p_std).flatten(1).sum(1)
+    kl = gaussian_kl(q_mean, q_std.expand_as(q_mean), p_mean, p_std).flatten(1).sum(1)
     quadratic = (0.5 * ((z_e - p_mean) / p_std) ** 2).flatten(1).sum(1)
     if time_sampling != "importance":
         normalizer = (torch.log(p_std) + 0.9189385332).flatten(1).sum(1)  # depends on t alone
@@ -379,14 +380,20 @@ def _given_te(sch, te: int):
     return lambda t: (sch.alpha(t) / a_e, sch.sigma(t) ** 2 - (sch.alpha(t) / a_e) ** 2 * v_e)
 
 
-DIFFUSION_COEFFICIENTS = ("a_t", "sd_t", "a_s", "gain", "q_std", "p_std", "c_x", "c_eps")
+DIFFUSION_COEFFICIENTS = ("a_t", "sd_t", "a_s", "gain", "q_std", "p_std", "c_x", "c_eps", "alpha", "sigma")
+
+
+def _terminal_coefficients(sch, te: int, T: int) -> tuple[float, float]:
+    """z_(T-1) | z_Te = N(a z_Te, sd^2 I): (a, sd) as Python numbers (``diffusion_loss``'s prior term)."""
+    a, v = _given_te(sch, te)(torch.tensor(T - 1))
+    return float(a), float(v.sqrt())
 
 
 def _diffusion_coefficients(sch, te: int, T: int) -> dict[str, Tensor]:
     """``diffusion_loss``'s coefficients at every t = Te+1, ..., T-1 (float64 tables indexed by t - Te - 1; the
     schedule keeps them per Te): z_t | z_Te = N(a_t z_Te, sd_t^2) and z_{t-1} | z_Te likewise with a_s, v_s;
     q(z_{t-1} | z_t, z_Te) = N(a_s z_Te + gain (z_t - a_t z_Te), q_std^2) with gain = Cov(z_{t-1}, z_t) / v_t;
-    p(z_{t-1} | z_t) = the DDPM step (p_std, c_x, c_eps of ``jump_coefficients_at``)."""
+    p(z_{t-1} | z_t) = the DDPM step (p_std, c_x, c_eps of ``jump_coefficients_at``); alpha and sigma at t (Tweedie)."""
     rel = _given_te(sch, te)
     t = torch.arange(te + 1, T)
     a_t, v_t = rel(t)
@@ -395,7 +402,7 @@ def _diffusion_coefficients(sch, te: int, T: int) -> dict[str, Tensor]:
     p_std, c_x, c_eps = jump_coefficients_at(sch, t - 1, t, 1.0)
     return {"a_t": a_t, "sd_t": v_t.sqrt(), "a_s": a_s, "gain": cov / v_t,
             "q_std": (v_s - cov**2 / v_t).clamp_min(0).sqrt().clamp_min(1e-12), "p_std": p_std, "c_x": c_x,
-            "c_eps": c_eps}
+            "c_eps": c_eps, "alpha": sch.alpha(t), "sigma": sch.sigma(t)}
 
 
 def _time_proposal(sch, te: int, T: int) -> Tensor:
@@ -863,5 +870,6 @@ def fit_posterior(prior, operator, y: Tensor, noise, cfg: VIPaintConfig, callbac
             terms["loss"].sum().backward()
         opt.step()
         sched.step()
-        report(callback, step, terms={k: v.detach() for k, v in terms.items()})
+        if callback is not None:
+            report(callback, step, terms={k: v.detach() for k, v in terms.items()})
     return post.requires_grad_(False)
