@@ -78,6 +78,10 @@ def test_the_bridge_is_the_forward_chain_conditioned_on_both_ends(m, u, t):
     np.testing.assert_allclose(std.numpy(), ref_std, rtol=1e-10, atol=1e-12)
     if m == DATA_TIME:
         torch.testing.assert_close(mean, transition(S, z_t, z_m, u, t)[0], rtol=1e-12, atol=1e-12)
+    # per-sample times (tensors) take the computed path, host times the kept one: the same numbers
+    per_sample_mean, per_sample_std = bridge(S, z_t[:, None], z_m[:, None], *(torch.full((5,), v) for v in (m, u, t)))
+    assert torch.equal(per_sample_mean[:, 0], mean) and torch.equal(per_sample_std[:, 0], std)
+    assert S.memo(("bridge", m, u, t), lambda: None) is not None  # kept at the first call
 
 
 def test_a_bridge_to_its_own_start_returns_the_start():
@@ -87,6 +91,8 @@ def test_a_bridge_to_its_own_start_returns_the_start():
     assert float(std.max()) == 0.0
     with pytest.raises(Exception, match="m <= u < t"):
         bridge(S, z_t, z_m, 400, 300, 700)
+    with pytest.raises(Exception, match="m <= u < t"):
+        bridge(S, z_t, z_m, torch.tensor([400]), torch.tensor([300]), torch.tensor([700]))
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.2, 0.7, 1.0])

@@ -260,6 +260,18 @@ def bridge(schedule: NoiseSchedule, z_t: Tensor, z_m: Tensor, m, u, t) -> tuple[
     c_t = sqrt((1 - alphabar_{u|m} - var) / (1 - alphabar_{t|m})). At m = -1 (z_m the data) it is the
     DDPM posterior ``transition(..., eta=1)``; at u = m it returns z_m (std 0).
     """
+    host = [scalar_time(v) for v in (m, u, t)]
+    if None in host:
+        c_t, c_m, std = _bridge_coefficients(schedule, m, u, t)
+    else:  # fixed times: computed once per schedule, kept as Python numbers
+        coefficients = lambda: tuple(map(float, _bridge_coefficients(schedule, *host)))  # noqa: E731
+        c_t, c_m, std = schedule.memo(("bridge", *host), coefficients)
+    mean = per_sample(c_t, z_t) * z_t + per_sample(c_m, z_t) * z_m
+    return mean, std_like(std, mean)
+
+
+def _bridge_coefficients(schedule: NoiseSchedule, m, u, t) -> tuple[Tensor, Tensor, Tensor]:
+    """``bridge``'s c_t, c_m and std (float64; ScheduleError unless m <= u < t)."""
     m, u, t = torch.as_tensor(m), torch.as_tensor(u), torch.as_tensor(t)
     check((m > u).any() | (u >= t).any(), lambda: f"a bridge needs m <= u < t, got m={m.tolist()} u={u.tolist()} "
           f"t={t.tolist()}", ScheduleError)
@@ -267,9 +279,7 @@ def bridge(schedule: NoiseSchedule, z_t: Tensor, z_m: Tensor, m, u, t) -> tuple[
     ab_um, ab_tu, ab_tm = ab_u / ab_m, ab_t / ab_u, ab_t / ab_m
     var = ((1 - ab_tu) * (1 - ab_um) / (1 - ab_tm)).clamp_min(0)
     c_t = ((1 - ab_um - var).clamp_min(0) / (1 - ab_tm)).sqrt()
-    c_m = ab_um.sqrt() - c_t * ab_tm.sqrt()
-    mean = per_sample(c_t, z_t) * z_t + per_sample(c_m, z_t) * z_m
-    return mean, std_like(var.sqrt(), mean)
+    return c_t, ab_um.sqrt() - c_t * ab_tm.sqrt(), var.sqrt()
 
 
 def prior_transition(schedule: NoiseSchedule, z_t: Tensor, x0_hat: Tensor, s, t, eta: float = 1.0):
