@@ -113,6 +113,9 @@ def test_coefficients_at_fixed_times_are_kept_and_equal_the_per_sample_path():
     with OpCounter() as ops:
         transition(sched, z, x, 480, 500, eta=0.7)
     assert ops.ops <= 6  # two products, a sum, the std as a tensor and its view: no arithmetic on the schedule
+    with OpCounter() as ops:
+        x0_from_eps(sched, z, x, 500)
+    assert ops.ops == 3  # a product, a difference, a quotient: alpha_t and sigma_t kept as numbers, not read back
     assert isinstance(per_sample(sched.alpha(500), z), float) and per_sample(sched.alpha(t), z).shape == (4, 1, 1)
     gate = torch.tensor(0.3, requires_grad=True)  # a host number in a graph stays a tensor: its gradient flows
     (grad,) = torch.autograd.grad((per_sample(gate, z) * z).sum(), gate)

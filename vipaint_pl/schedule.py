@@ -300,6 +300,10 @@ def gaussian_entropy(std: Tensor) -> Tensor:
 
 def x0_from_eps(schedule: NoiseSchedule, z_t: Tensor, eps: Tensor, t) -> Tensor:
     """Tweedie / Eq. 3: x0_hat = (z_t - sigma_t eps) / alpha_t."""
+    i = scalar_time(t)
+    if i is not None:  # one time on the host: alpha_t and sigma_t kept as Python numbers
+        alpha, sigma = schedule.memo(("x0 from eps", i), lambda: (float(schedule.alpha(i)), float(schedule.sigma(i))))
+        return x0_from_eps_at(z_t, eps, alpha, sigma)
     return x0_from_eps_at(z_t, eps, per_sample(schedule.alpha(t), z_t), per_sample(schedule.sigma(t), z_t))
 
 
