@@ -143,6 +143,9 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
             "k": 2, "components": 4, "init": {"start": "resampled"}, "optim": {"lr_weights": 0.0},
             "bound": {"prior_gradient": "score"}, "sampling": {"corrector_levels": "all", "step_spacing": 4,
                                                                "component_weights": "optimal"}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, corrector at every level, step spacing 4, "
+         "Tweedie steps", "vipaint", {"k": 2, "sampling": {"corrector_levels": "all", "step_spacing": 4,
+                                                           "guidance": "tweedie", "guidance_variance": "jacobian"}}),
         ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, Tweedie steps", "vipaint", {
             "k": 2, "sampling": {"guidance": "tweedie", "guidance_variance": "jacobian"}}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
