@@ -337,10 +337,10 @@ def diffusion_loss(prior, z_e: Tensor, te: int, u: Tensor, noise: Tensor, time_s
     else:
         i = torch.clamp((u * n).floor().long(), max=n - 1).cpu()
         t, scale = te + 1 + i, torch.full(i.shape, float(n), dtype=torch.float64)
-    table = sch.memo(("diffusion term", te, T), lambda: torch.stack([*_diffusion_coefficients(sch, te, T).values()]))
+    table = sch.memo(("diffusion term", te, T), lambda: _diffusion_table(sch, te, T))
     rows = to_device(table[:, i].to(z_e.dtype), z_e.device)  # every coefficient at the drawn times: one lookup and copy
     rows = rows.view(*rows.shape, *[1] * (z_e.ndim - 1)).unbind(0)  # each (B, 1, ...), as ``per_sample`` shapes it
-    a_t, sd_t, a_s, gain, q_std, step_std, c_x, c_eps, alpha_t, sigma_t = rows
+    a_t, sd_t, a_s, gain, q_std, step_std, c_x, c_eps, alpha_t, sigma_t = rows  # DIFFUSION_COEFFICIENTS
     z_t = a_t * z_e + sd_t * noise
     x0 = x0_from_eps_at(z_t, prior.predict_eps(z_t, t).to(z_t.dtype), alpha_t, sigma_t)
     p_mean, p_std = apply_transition(step_std, c_x, c_eps, z_t, x0)  # p(z_{t-1} | z_t)
@@ -403,6 +403,12 @@ def _diffusion_coefficients(sch, te: int, T: int) -> dict[str, Tensor]:
     return {"a_t": a_t, "sd_t": v_t.sqrt(), "a_s": a_s, "gain": cov / v_t,
             "q_std": (v_s - cov**2 / v_t).clamp_min(0).sqrt().clamp_min(1e-12), "p_std": p_std, "c_x": c_x,
             "c_eps": c_eps, "alpha": sch.alpha(t), "sigma": sch.sigma(t)}
+
+
+def _diffusion_table(sch, te: int, T: int) -> Tensor:
+    """``_diffusion_coefficients`` stacked in the order of ``DIFFUSION_COEFFICIENTS``: (10, T - 1 - Te)."""
+    coefficients = _diffusion_coefficients(sch, te, T)
+    return torch.stack([coefficients[k] for k in DIFFUSION_COEFFICIENTS])
 
 
 def _time_proposal(sch, te: int, T: int) -> Tensor:
