@@ -65,7 +65,17 @@ VIPAINT_2 = {"k": 2, "sampling": {"corrector_steps": 0, "steps": 100}}
 # at Ts only and with 100 steps below Ts (before the corrector ran at every level, 2026-11-29)
 PRE_JACOBIAN = {"k": 2, "sampling": {"corrector_variance": "unit-data", "corrector_levels": "last", "steps": 100}}
 ROWS = [("VIPaint-2", "vipaint", VIPAINT_2)] + [(name, name, {}) for name in METHODS if name != "vipaint"]
-PIXEL_ONLY, LATENT_ONLY = {"copaint", "copaint-tt"}, {"resample", "psld", "gml-dps"}  # as the papers run them
+# DAPS's Langevin chain on a pixel prior as it ran before its closed form (2026-12-07): the steps one by one
+ROWS += [("daps, Langevin steps one by one", "daps", {"mc_exact": False})]
+# as the papers run them; DAPS's steps one by one differ from its closed form on pixel priors only
+PIXEL_ONLY = {"copaint", "copaint-tt", "daps, Langevin steps one by one"}
+LATENT_ONLY = {"resample", "psld", "gml-dps"}
+
+
+def runs_on(prior_name: str, label: str, name: str) -> bool:
+    """Whether the row (label, method name) runs on this embedded prior."""
+    excluded = PIXEL_ONLY if prior_name == "digits-latent" else LATENT_ONLY
+    return name not in excluded and label not in excluded
 GB = 1024**3
 
 
@@ -133,7 +143,7 @@ def method_queries(args, compile_mode: str | None = None):
         for label, name, changes in ROWS:
             if args.methods and label not in args.methods:
                 continue
-            if (prior_name == "digits-latent" and name in PIXEL_ONLY) or (prior_name == "digits-pixel" and name in LATENT_ONLY):
+            if not runs_on(prior_name, label, name):
                 continue
             yield prior_name, prior, op, y, label, name, changes
 
@@ -380,7 +390,7 @@ def part_syncs(args, log) -> list[dict]:
         prior, size = embedded(prior_name)
         op, y = query(prior, size, 1)
         for label, name, changes in ROWS:
-            if (prior_name == "digits-latent" and name in PIXEL_ONLY) or (prior_name == "digits-pixel" and name in LATENT_ONLY):
+            if not runs_on(prior_name, label, name):
                 continue
             has_steps = "steps" in method_config(name).__dataclass_fields__
             cfg = method_config(name, vipaint_short if name == "vipaint" else short if has_steps else {})

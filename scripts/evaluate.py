@@ -146,6 +146,12 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
         ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, corrector at every level, step spacing 4, "
          "Tweedie steps", "vipaint", {"k": 2, "sampling": {"corrector_levels": "all", "step_spacing": 4,
                                                            "guidance": "tweedie", "guidance_variance": "jacobian"}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, corrector at every level, step spacing 4, "
+         "corrector scale 0.1", "vipaint", {"k": 2, "sampling": {"corrector_levels": "all", "step_spacing": 4,
+                                                                 "corrector_scale": 0.1}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, corrector at every level, step spacing 4, "
+         "corrector steps 100", "vipaint", {"k": 2, "sampling": {"corrector_levels": "all", "step_spacing": 4,
+                                                                 "corrector_steps": 100}}),
         ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, Tweedie steps", "vipaint", {
             "k": 2, "sampling": {"guidance": "tweedie", "guidance_variance": "jacobian"}}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),

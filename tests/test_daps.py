@@ -62,3 +62,53 @@ def test_unset_settings_are_the_authors_for_the_prior_kind():
     assert (pixel.mc_steps, pixel.mc_algo, pixel.tau, pixel.step * pixel.tau**2) == (100, "langevin", 0.01, 0.5e-4)
     assert (latent.mc_steps, latent.mc_algo, latent.momentum, latent.tau) == (15, "hmc", 0.74, 0.05)
     assert DAPSConfig(mc_steps=3).resolved(True, 0.0).mc_steps == 3
+
+
+class _Zeros:
+    """A noise stream that draws zeros: the chains' means."""
+
+    def like(self, x):
+        return torch.zeros_like(x)
+
+
+def test_the_closed_form_langevin_chain_has_the_law_of_its_steps():
+    """Step 2 on a pixel prior in closed form (one draw) against the chain's own N steps, in float64: the mean is the
+    steps' run without noise, and the covariance the steps' recursion C <- M C M^T + 2 lr I, M = I - lr P; for a
+    mask and a dense operator, with a step large enough that the chain has not mixed (and a sign-alternating one)."""
+    from types import SimpleNamespace
+
+    from vipaint_pl.methods.daps import exact_langevin, posterior_mcmc
+    from vipaint_pl.operators import Inpainting, random_dense_operator
+
+    g = torch.Generator().manual_seed(5)
+    mask = (torch.rand(1, 1, 3, 3, generator=g) > 0.5).double()
+    pixel = SimpleNamespace(is_latent=False)
+    dense = random_dense_operator(7, 3, seed=4).double()
+    for op, shape in [(Inpainting(mask).double(), (1, 1, 3, 3)), (dense, (1, 7))]:
+        assert op.knows_gram
+        d = torch.Size(shape).numel()
+        x0hat = torch.randn(shape, generator=g, dtype=torch.float64)
+        y = op(torch.randn(shape, generator=g, dtype=torch.float64))
+        for lr, steps in [(0.02, 12), (0.2, 7)]:
+            cfg = DAPSConfig(mc_steps=steps, tau=0.4, mc_algo="langevin")
+            mean = exact_langevin(pixel, op, y, x0hat, 0.8, lr, _Zeros(), cfg)
+            torch.testing.assert_close(mean, posterior_mcmc(pixel, op, y, x0hat, 0.8, lr, _Zeros(), cfg))
+            a_mat = op.as_matrix(shape[1:])
+            m = torch.eye(d, dtype=torch.float64) - lr * (a_mat.T @ a_mat / 0.4**2 + torch.eye(d) / 0.8**2)
+            cov = torch.zeros(d, d, dtype=torch.float64)
+            for _ in range(steps):
+                cov = m @ cov @ m.T + 2 * lr * torch.eye(d, dtype=torch.float64)
+            basis = SimpleNamespace(like=lambda x: torch.eye(d, dtype=torch.float64).reshape(d, *shape[1:]))
+            spread = exact_langevin(pixel, op, y.expand(d, *y.shape[1:]), x0hat.expand(d, *shape[1:]), 0.8, lr,
+                                    basis, cfg) - mean
+            root = spread.reshape(d, d)  # row i: the noise map applied to e_i (the map is symmetric)
+            torch.testing.assert_close(root.T @ root, cov)
+            if op is dense:  # a covariance with correlations between coordinates
+                assert (cov - cov.diagonal().diag()).abs().max() > 1e-3
+
+
+def test_daps_on_a_pixel_prior_takes_the_closed_form_only_where_it_is_exact():
+    from vipaint_pl.operators import GaussianBlur, Inpainting, SuperResolution
+
+    assert Inpainting(torch.ones(4, 4)).knows_gram
+    assert not SuperResolution(2).knows_gram and not GaussianBlur().knows_gram

@@ -54,6 +54,17 @@ class Operator(nn.Module):
         A A^T = I (exact for inpainting)."""
         return residual.flatten(1).pow(2).sum(1) / (prior_var + sigma_y**2)
 
+    def gram_function(self, v: Tensor, f) -> Tensor:
+        """f(A^T A) v, for ``f`` a function applied to each eigenvalue of A^T A (given and returned as a float64
+        tensor): the closed forms of linear-Gaussian steps (e.g. DAPS's Langevin chain on a pixel prior). Only
+        operators that know A^T A's eigenvectors have it (``knows_gram``): ``Inpainting`` and ``DenseLinear``."""
+        raise NotImplementedError(f"{type(self).__name__} does not know the eigenvectors of A^T A")
+
+    @property
+    def knows_gram(self) -> bool:
+        """Whether ``gram_function`` is available."""
+        return type(self).gram_function is not Operator.gram_function
+
     def repeat_interleave(self, n: int) -> "Operator":
         """The operator for a batch in which every query's sample is repeated ``n`` times (as
         ``Tensor.repeat_interleave(n, 0)``). Operators that act alike on every sample return themselves."""
@@ -98,6 +109,11 @@ class Inpainting(Operator):
         observed = (prior_var * sigma_y**2 / (prior_var + sigma_y**2)) ** 0.5
         m = self._mask_for(n)
         return n * (m * observed + (1 - m) * prior_var**0.5)
+
+    def gram_function(self, v: Tensor, f) -> Tensor:
+        """A^T A = diag(m): eigenvalues 0 (missing) and 1 (observed), f taken at both in float64."""
+        f0, f1 = f(torch.tensor([0.0, 1.0], dtype=torch.float64)).tolist()
+        return v * (self._mask_for(v) * (f1 - f0) + f0)
 
     def repeat_interleave(self, n: int) -> "Inpainting":
         if self.mask.ndim < 4 or self.mask.shape[0] == 1 or n == 1:
@@ -220,6 +236,15 @@ class DenseLinear(Operator):
         u, s, _ = self._svd_parts(residual)
         prior_var = torch.as_tensor(prior_var, dtype=s.dtype, device=s.device).reshape(-1, 1)  # a float or (B,)
         return ((residual.flatten(1) @ u).pow(2) / (prior_var * s**2 + sigma_y**2)).sum(1)
+
+    def gram_function(self, v: Tensor, f) -> Tensor:
+        """With M = U diag(s) V^T: f(A^T A) v = f(0) v + V ((f(s^2) - f(0)) * V^T v), f taken in float64."""
+        _, s, _ = self._svd_parts(torch.empty(0, dtype=torch.float64))
+        values = f(torch.cat([s.new_zeros(1), s**2]))
+        _, _, basis = self._svd_parts(v)
+        flat = self._flat(v)
+        gain = (values[1:] - values[0]).to(device=v.device, dtype=v.dtype)
+        return (float(values[0]) * flat + ((flat @ basis) * gain) @ basis.T).reshape(v.shape)
 
     def _svd_parts(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """U (m, k), s (k), V (d, k) of the matrix, computed once, on ``like``'s device and dtype."""

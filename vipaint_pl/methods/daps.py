@@ -49,6 +49,10 @@ class DAPSConfig(Settings):
     mc_algo: Literal["langevin", "hmc"] | None = None  # None: pixel langevin, latent hmc
     momentum: float | None = bounded(None, low=0.0, high=1.0)  # HMC damping; None: latent 0.74
     tau: float | None = bounded(None, low=0.0, low_open=True)  # None: the operator's sigma_y if > 0, else 0.01
+    # step 2's Langevin chain in closed form where it is linear-Gaussian (a pixel prior and an operator that knows
+    # A^T A's eigenvectors: masks, dense matrices): the mc_steps steps' exact law in one draw (``exact_langevin``);
+    # false runs them one by one (as before 2026-12-07: the same law, other draws)
+    mc_exact: bool = True
 
     def resolved(self, latent: bool, sigma_y: float) -> "DAPSConfig":
         """The config with every unset value filled in for this prior and operator."""
@@ -127,6 +131,30 @@ def posterior_mcmc(prior, operator, y: Tensor, x0hat: Tensor, r: float, lr: floa
     return x.detach()
 
 
+def exact_langevin(prior, operator, y: Tensor, x0hat: Tensor, r: float, lr: float, noise, cfg: DAPSConfig) -> Tensor:
+    """Step 2 on a pixel prior in closed form. The target is Gaussian, with precision P = A^T A / tau^2 + I / r^2 and
+    mean mu = P^-1 (A^T y / tau^2 + x0hat / r^2), so the Langevin step is
+        x_{k+1} = x_k - lr P (x_k - mu) + sqrt(2 lr) xi_k,
+    and its N steps from x_0 = x0hat give, in law, exactly
+        x_N = mu + (I - lr P)^N (x0hat - mu) + (2 lr sum_{k<N} (I - lr P)^(2k))^(1/2) xi,
+    each function of P taken on A^T A's eigenvalues (``Operator.gram_function``; operators that ``knows_gram``)."""
+    n, tau2, r2 = cfg.mc_steps, cfg.tau**2, r**2
+
+    def precision(lam: Tensor) -> Tensor:
+        return lam / tau2 + 1 / r2
+
+    def spread(lam: Tensor) -> Tensor:  # 2 lr sum_{k<N} a^(2k), a = 1 - lr p; N where a^2 = 1
+        a2 = (1 - lr * precision(lam)) ** 2
+        return (2 * lr * torch.where(a2 == 1, float(n), (1 - a2**n) / (1 - a2))).sqrt()
+
+    if n == 0:
+        return x0hat
+    pulled = operator.transpose(y).reshape(x0hat.shape) / tau2 + x0hat / r2
+    mu = operator.gram_function(pulled, lambda lam: 1 / precision(lam))
+    decay = operator.gram_function(x0hat - mu, lambda lam: (1 - lr * precision(lam)) ** n)
+    return mu + decay + operator.gram_function(noise.like(x0hat), spread)
+
+
 def daps_sample(prior, operator, y: Tensor, noise, cfg: DAPSConfig, callback=None) -> Tensor:
     """Clean codes (B * per_query, ...) (decode them on a latent prior); the steps of the module docstring."""
     cfg = cfg.resolved(prior.is_latent, float(getattr(operator, "sigma_y", 0.0)))
@@ -135,11 +163,12 @@ def daps_sample(prior, operator, y: Tensor, noise, cfg: DAPSConfig, callback=Non
     denoise = VEDenoiser(prior)
     sigmas = edm_sigmas(cfg.sigma_max, cfg.sigma_min, cfg.steps)
     lr = cfg.step * cfg.tau**2
+    exact = cfg.mc_exact and not prior.is_latent and cfg.mc_algo == "langevin" and operator.knows_gram
     for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:])):
         with torch.no_grad():
             x0hat = probability_flow_x0(denoise, x, sigma, cfg)  # 1.
         lr_i = lr * (1 + i / cfg.steps * (cfg.lr_min_ratio - 1))
-        x0y = posterior_mcmc(prior, operator, y, x0hat, sigma, lr_i, noise, cfg)  # 2.
+        x0y = (exact_langevin if exact else posterior_mcmc)(prior, operator, y, x0hat, sigma, lr_i, noise, cfg)  # 2.
         x = x0y + sigma_next * noise.like(x0y)  # 3.
         report(callback, i, sigma=sigma, x0=x0y)
     return x
