@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..schedule import per_sample
+from ..schedule import to_device
 from ..settings import Settings, bounded
 from . import fidelity
 from .common import report
@@ -48,20 +48,36 @@ def red_diff_times(cfg: REDDiffConfig, num_train_timesteps: int, noise, like: Te
             for _ in range(cfg.steps)]
 
 
+def red_diff_coefficients(prior, cfg: REDDiffConfig, times: list[Tensor], like: Tensor) -> list[tuple]:
+    """Per step (alpha_t, sigma_t, w_t = sigma_t / alpha_t) in ``like``'s dtype. On the shared descending grid they
+    are computed once for every step, in that dtype, and kept as Python numbers: each is a value of the dtype, so it
+    multiplies a tensor exactly as the per-sample tensor did. Random times: per-sample tensors, looked up in one
+    (3, T) table of the three over every time, made once in the dtype (the same values, one lookup a step)."""
+    shared = cfg.times == "descending"
+    grid = torch.tensor(training_grid(prior.num_train_timesteps, cfg.steps) if shared else
+                        range(prior.num_train_timesteps))
+    alpha, sigma = prior.schedule.alpha(grid).to(like.dtype), prior.schedule.sigma(grid).to(like.dtype)
+    if shared:
+        return list(zip(alpha.tolist(), sigma.tolist(), (sigma / alpha).tolist()))
+    table = to_device(torch.stack([alpha, sigma, sigma / alpha], 1), like.device)  # (T, 3)
+    broadcast = (1,) * (like.ndim - 1)
+    return [table[t].reshape(len(t), 3, *broadcast).unbind(1) for t in times]
+
+
 def red_diff_sample(prior, operator, y: Tensor, noise, cfg: REDDiffConfig, callback=None) -> Tensor:
     """Optimized codes mu (B * per_query, ...) (decode them on a latent prior)."""
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     with torch.no_grad():
         mu = prior.encode(operator.pinv(y)).detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([mu], lr=cfg.lr, betas=cfg.betas)
-    for i, t in enumerate(red_diff_times(cfg, prior.num_train_timesteps, noise, mu)):
+    times = red_diff_times(cfg, prior.num_train_timesteps, noise, mu)
+    for i, (t, (alpha, sigma, w)) in enumerate(zip(times, red_diff_coefficients(prior, cfg, times, mu))):
         eps = noise.like(mu)
-        alpha, sigma = per_sample(prior.schedule.alpha(t), mu), per_sample(prior.schedule.sigma(t), mu)
         with torch.enable_grad():
             with torch.no_grad():
                 eps_hat = prior.predict_eps(alpha * mu + sigma * eps, t)
             fit = 0.5 * fidelity.mean_squared(operator, prior.decode(mu), y)  # Eq. 9, data term
-            reg = ((sigma / alpha) * (eps_hat - eps) * mu).flatten(1).mean(1)  # Eq. 10, sg(.) via no_grad
+            reg = (w * (eps_hat - eps) * mu).flatten(1).mean(1)  # Eq. 10, sg(.) via no_grad
             loss = (fit + cfg.lam * reg).sum()
             opt.zero_grad()
             loss.backward()
