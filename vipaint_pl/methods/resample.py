@@ -58,16 +58,17 @@ def fit_measurement(render, operator, y: Tensor, init: Tensor, lr: float, iters:
     v = init.detach().clone().requires_grad_(True)
     opt = torch.optim.AdamW([v], lr=lr, weight_decay=cfg.weight_decay)
     active = torch.ones(v.shape[0], dtype=torch.bool, device=v.device)
-    history = []
+    all_active, history = True, []
     for it in range(iters):
         with torch.enable_grad():
             loss = fidelity.mean_squared(operator, render(v), y)
-            opt.zero_grad()
+            v.grad = None  # opt.zero_grad(), without its profiler record
             loss.sum().backward()
-        before = v.detach().clone()
+        before = None if all_active else v.detach().clone()
         opt.step()
-        with torch.no_grad():  # samples that had stopped stay where they stopped (no read-back of the mask)
-            v.copy_(torch.where(active.view(-1, *[1] * (v.ndim - 1)), v, before))
+        if before is not None:  # samples that had stopped stay where they stopped
+            with torch.no_grad():
+                v.copy_(torch.where(active.view(-1, *[1] * (v.ndim - 1)), v, before))
         loss = loss.detach()
         done = loss < cfg.tol**2
         if patience:
@@ -75,8 +76,10 @@ def fit_measurement(render, operator, y: Tensor, init: Tensor, lr: float, iters:
             if it >= patience:
                 done |= history[-patience - 1] < loss  # no progress over the last `patience` iterations
         active &= ~done
-        if not active.any():
+        remaining = int(active.sum())  # the one read-back an iteration (it was ``active.any()``)
+        if remaining == 0:
             break
+        all_active = remaining == v.shape[0]
     return v.detach()
 
 
