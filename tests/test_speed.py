@@ -126,6 +126,41 @@ def test_coefficients_at_fixed_times_are_kept_and_equal_the_per_sample_path():
     assert sched.alpha(500) is not sched.alpha(torch.tensor([500]))
 
 
+def test_the_denoiser_time_at_a_host_time_is_filled_once_and_kept():
+    from vipaint_pl.priors.gmm import GaussianMixturePrior
+
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2))
+    seen = []
+    prior._eps = lambda z, t: seen.append(t) or z  # the network's view of the time
+    z = torch.randn(8, 2)
+    prior.predict_eps(z, 500)
+    with OpCounter() as ops:
+        prior.predict_eps(z, 500)
+    assert ops.ops == 0 and seen[0] is seen[1] and torch.equal(seen[0], torch.full((8,), 500))
+    prior.predict_eps(z[:3], 500)
+    prior.predict_eps(z, 499)
+    assert seen[2].tolist() == [500] * 3 and seen[3].tolist() == [499] * 8  # one per time and batch size
+
+
+def test_red_diff_coefficients_equal_the_per_sample_path_exactly():
+    from vipaint_pl.methods.red_diff import REDDiffConfig, red_diff_coefficients, red_diff_times
+    from vipaint_pl.priors.gmm import GaussianMixturePrior
+    from vipaint_pl.rng import QueryNoise
+
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2))
+    noise = QueryNoise(0, ["a", "b"], "red-diff", 3)
+    for dtype in (torch.float32, torch.float64):
+        like = torch.zeros(6, 2, dtype=dtype)
+        for times in ("descending", "random"):
+            cfg = REDDiffConfig(steps=7, times=times)
+            steps = red_diff_times(cfg, prior.num_train_timesteps, noise, like)
+            for t, kept in zip(steps, red_diff_coefficients(prior, cfg, steps, like)):
+                alpha, sigma = per_sample(prior.schedule.alpha(t), like), per_sample(prior.schedule.sigma(t), like)
+                for value, reference in zip(kept, (alpha, sigma, sigma / alpha)):
+                    assert torch.equal(value * torch.ones_like(like), reference.expand_as(like))
+                assert isinstance(kept[0], float) == (times == "descending")
+
+
 def test_the_diffusion_term_reads_its_coefficients_in_one_lookup():
     from vipaint_pl.methods.vipaint import diffusion_loss
     from vipaint_pl.priors.gmm import GaussianMixturePrior

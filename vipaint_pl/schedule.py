@@ -16,7 +16,7 @@ from torch import Tensor
 from .errors import ScheduleError
 
 DATA_TIME = -1  # the time index of clean data: alpha = 1, sigma = 0
-MEMO_LIMIT = 65536  # coefficients kept per schedule (a few MB at most)
+MEMO_LIMIT = 65536  # coefficients and timestep tensors kept per schedule (a few MB for the usual batches)
 
 
 def betas_for(schedule: str, num_steps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> Tensor:
