@@ -181,6 +181,8 @@ ROWS = [
     ("CoPaint-TT", "copaint-tt", {}),
     ("ReSample", "resample", {}),
     ("DAPS", "daps", {"steps": 200}),  # the authors' 200 annealing steps (not capped at 100)
+    # its Langevin chain run step by step, as before its closed form (2026-12-07): the same law, other draws
+    ("DAPS, Langevin steps one by one", "daps", {"steps": 200, "mc_exact": False}),
     ("MGPS", "mgps", {"steps": 300}),  # the authors' 300 steps and their "gmm" context (not capped at 100)
 ]
 # VIPaint on the oracle: the exact Gaussian likelihood (the operator's sigma_y), more fit steps and samples

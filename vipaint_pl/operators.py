@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ConfigError, MaskError, ShapeError, check_binary_mask
+from .schedule import to_device
 
 
 class Operator(nn.Module):
@@ -243,7 +244,7 @@ class DenseLinear(Operator):
         values = f(torch.cat([s.new_zeros(1), s**2]))
         _, _, basis = self._svd_parts(v)
         flat = self._flat(v)
-        gain = (values[1:] - values[0]).to(device=v.device, dtype=v.dtype)
+        gain = to_device((values[1:] - values[0]).to(v.dtype), v.device)  # no host-device synchronization
         return (float(values[0]) * flat + ((flat @ basis) * gain) @ basis.T).reshape(v.shape)
 
     def _svd_parts(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -7,7 +7,9 @@ sigma = sigma_t / alpha_t), DAPS anneals sigma from ``sigma_max`` to 0 over ``st
      dx / dsigma = (x - D(x, sigma)) / sigma;
   2. x0y ~ p(x_0 | x_sigma_i, y) by ``mc_steps`` Langevin (or damped Hamiltonian) steps from x0hat on
      log N(y; A D(x_0), tau^2 I) + log N(x_0; x0hat, r_i^2 I), r_i = sigma_i (the Gaussian approximation
-     of p(x_0 | x_sigma)); on a latent prior x_0 is the code and A acts on its decoding;
+     of p(x_0 | x_sigma)); on a latent prior x_0 is the code and A acts on its decoding. On a pixel prior with
+     a mask or a dense operator the Langevin chain is linear-Gaussian, and its steps' exact law is drawn in one
+     go (``exact_langevin``; ``mc_exact: false`` runs them one by one);
   3. x = x0y + sigma_{i+1} n (the last sigma is 0: the sample is x0y).
 The step size decays linearly with the step, lr_i = lr (1 + i / N (lr_min_ratio - 1)), and lr = step x tau^2.
 Defaults are the authors' inpainting settings: pixel priors 100 Langevin steps at lr 5e-5 (step 0.5 at
