@@ -168,6 +168,9 @@ class PosteriorSamplingConfig(Settings):
     # below Ts is calibrated. 0: none (the paper)
     corrector_steps: int = bounded(50, low=0)
     corrector_scale: float = bounded(0.05, low=0.0, high=1.0, low_open=True)
+    # > 0: the corrector as underdamped Langevin with this velocity retention per step (``langevin_corrector``):
+    # the same gradients, faster along the data's wide directions. 0: overdamped (the default)
+    corrector_momentum: float = bounded(0.0, low=0.0, high=0.999)
     # where the corrector runs: "all" (at every level of the hierarchy, each draw moved towards p(z_t | y) before the
     # next level is drawn from it; K times the corrector's cost; the default since 2026-11-29, BENCHMARKS.md "Spread
     # against fidelity") or "last" (at Ts only). "all" needs lower_draws 1
@@ -795,7 +798,7 @@ def _corrector(prior, post: HierarchicalPosterior, operator, y: Tensor, noise, c
         done = (k - first) * cfg.corrector_steps
         report_level = None if callback is None else (lambda i, info: callback(done + i, info))
         return langevin_corrector(prior, z, post.times[k], operator, y, sigma_y, stream, cfg.corrector_steps,
-                                  cfg.corrector_scale, report_level, cfg.corrector_variance)
+                                  cfg.corrector_scale, report_level, cfg.corrector_variance, cfg.corrector_momentum)
     return correct
 
 
