@@ -718,3 +718,5 @@ def test_kinetic_corrector_reaches_p_zt_given_y_and_mixes_faster_along_wide_dire
                                    float((torch.cov(z.T) - exact_cov).abs().max() / exact_cov.abs().max()))
     assert errors[0.2, 0.8][0] < 0.06 and errors[0.2, 0.8][1] < 0.07, errors  # as the overdamped steps: 0.013, 0.03
     assert errors[8.0, 0.8][0] < 0.3 and errors[8.0, 0.8][1] < 0.1 and errors[8.0, 0.0][0] > 1.0, errors
+    stuck = langevin_corrector(prior, start, t, DenseLinear(A), y.expand(n, 2), sigma_y, noise, 0, 0.05, momentum=0.8)
+    assert torch.equal(stuck, start)  # no steps: no move (and no gradient taken)

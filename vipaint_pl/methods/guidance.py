@@ -129,7 +129,7 @@ def langevin_corrector(prior, z: Tensor, t: int, operator, y: Tensor, sigma_y: f
     the data's wide directions, where h l is small (Cheng et al., COLT 2018; the damped form DAPS runs)."""
     alpha, sigma = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
     probes = noise.stream("probes") if x_var == "jacobian" else None
-    if momentum > 0:
+    if momentum > 0 and steps > 0:
         return _kinetic_corrector(prior, z, t, operator, y, sigma_y, noise, steps, step_scale, callback, x_var,
                                   momentum, probes)
     for i in range(steps):
