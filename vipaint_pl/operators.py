@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ConfigError, MaskError, ShapeError, check_binary_mask
-from .schedule import to_device
 
 
 class Operator(nn.Module):
@@ -240,12 +239,12 @@ class DenseLinear(Operator):
 
     def gram_function(self, v: Tensor, f) -> Tensor:
         """With M = U diag(s) V^T: f(A^T A) v = f(0) v + V ((f(s^2) - f(0)) * V^T v), f taken in float64."""
-        _, s, _ = self._svd_parts(torch.empty(0, dtype=torch.float64))
-        values = f(torch.cat([s.new_zeros(1), s**2]))
+        _, s, _ = self._svd_parts(torch.empty(0, dtype=torch.float64, device=v.device))  # on v's device
+        f0 = float(f(torch.zeros(1, dtype=torch.float64)))  # on the host: no read-back
+        gain = (f(s**2) - f0).to(v.dtype)
         _, _, basis = self._svd_parts(v)
         flat = self._flat(v)
-        gain = to_device((values[1:] - values[0]).to(v.dtype), v.device)  # no host-device synchronization
-        return (float(values[0]) * flat + ((flat @ basis) * gain) @ basis.T).reshape(v.shape)
+        return (f0 * flat + ((flat @ basis) * gain) @ basis.T).reshape(v.shape)
 
     def _svd_parts(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """U (m, k), s (k), V (d, k) of the matrix, computed once, on ``like``'s device and dtype."""

@@ -58,8 +58,8 @@ class DiffusionPrior(nn.Module):
             t = to_device(t.long(), z_t.device)
             t = t.expand(z_t.shape[0]) if t.ndim == 0 else t
         else:  # filled on the device once per time, batch size and device (no copy from the host), then kept
-            key, batch, device = ("timesteps", int(t), z_t.shape[0], z_t.device), z_t.shape[0], z_t.device
-            t = self.schedule.memo(key, lambda: torch.full((batch,), key[1], dtype=torch.long, device=device))
+            key = ("timesteps", int(t), z_t.shape[0], z_t.device)
+            t = self.schedule.memo(key, lambda: torch.full((key[2],), key[1], dtype=torch.long, device=key[3]))
         return self._eps(z_t, t)
 
     def predict_x0(self, z_t: Tensor, t) -> Tensor:
