@@ -161,6 +161,19 @@ def test_red_diff_coefficients_equal_the_per_sample_path_exactly():
                 assert isinstance(kept[0], float) == (times == "descending")
 
 
+def test_uniforms_for_all_steps_in_one_draw_are_those_of_a_draw_per_step():
+    # RED-diff-V's times: (steps, batch) from one generator call per query, then the stream goes on where the draws
+    # per step leave it
+    from vipaint_pl.rng import QueryNoise
+
+    like = torch.zeros(6, 2)
+    for names in (["a"], ["a", "b"]):
+        one, each = (QueryNoise(3, names, "red-diff-v", 6 // len(names)) for _ in range(2))
+        together = one.rand(like, 5)
+        assert together.shape == (5, 6) and torch.equal(together, torch.stack([each.rand(like) for _ in range(5)]))
+        assert torch.equal(one.like(like), each.like(like))
+
+
 def test_the_diffusion_term_reads_its_coefficients_in_one_lookup():
     from vipaint_pl.methods.vipaint import diffusion_loss
     from vipaint_pl.priors.gmm import GaussianMixturePrior
@@ -264,3 +277,36 @@ def test_dps_and_vipaint_steps_make_no_host_device_sync_on_a_gpu(latent_prior):
             run_method(name, prior, op, y, 2, config=cfg)
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_one_tensor_adam_is_torchs_adam_bitwise_with_fewer_operators(dtype, weight_decay):
+    # RED-diff's and ReSample's optimizer: 30 steps on the same gradients give bitwise the parameters of torch's
+    # single-tensor Adam (AdamW with weight decay), in 7 operators a step (8 with weight decay) where torch's take at
+    # least 4 more: its step counter's increment and read-back and the profiler records around step and zero_grad
+    from vipaint_pl.methods.adam import OneTensorAdam
+    from vipaint_pl.profiling import OpCounter
+
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(3, 5, generator=gen, dtype=dtype)
+    grads = [torch.randn(3, 5, generator=gen, dtype=dtype) * 10 ** (i % 3 - 1) for i in range(30)]
+    mine, theirs = start.clone().requires_grad_(True), start.clone().requires_grad_(True)
+    kind = torch.optim.AdamW if weight_decay else torch.optim.Adam
+    reference = kind([theirs], lr=0.05, betas=(0.9, 0.99), weight_decay=weight_decay, foreach=False)
+    adam = OneTensorAdam(mine, lr=0.05, betas=(0.9, 0.99), weight_decay=weight_decay)
+    counts = []
+    for g in grads:
+        reference.zero_grad()
+        theirs.grad = g.clone()
+        with OpCounter() as ops:
+            reference.step()
+            reference.zero_grad()
+        mine.grad = g.clone()
+        with OpCounter() as own:
+            adam.step()
+        counts.append((own.ops, ops.ops))
+        assert mine.grad is None
+    assert torch.equal(mine, theirs)
+    assert {own for own, _ in counts} == {8 if weight_decay else 7}, counts
+    assert all(torchs >= own + 4 for own, torchs in counts), counts  # measured: 6 more a step, 9 at the first

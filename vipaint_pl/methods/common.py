@@ -45,6 +45,7 @@ def prior_kind(prior) -> str:
 
 
 def report(callback, step: int, **info) -> None:
-    """Hand one step's state to the monitoring callback, if any."""
+    """Hand one step's state to the monitoring callback, if any, its tensors detached from any graph (detached only
+    when there is a callback: no operator a step otherwise)."""
     if callback is not None:
-        callback(step, info)
+        callback(step, {k: v.detach() if isinstance(v, Tensor) else v for k, v in info.items()})

@@ -34,7 +34,7 @@ def guided_reverse_diffusion(prior, z: Tensor, t_start: int, noise, steps: int, 
         z = mean + std * noise.like(mean)  # 2.
         if grad is not None:
             z = z - step_size * grad  # 3.
-        report(callback, i, t=t, z=z, x0=x0.detach())
+        report(callback, i, t=t, z=z, x0=x0)
     return z.detach()
 
 
@@ -135,7 +135,7 @@ def langevin_corrector(prior, z: Tensor, t: int, operator, y: Tensor, sigma_y: f
     for i in range(steps):
         x0, shift = tweedie_shift(prior, z, t, operator, y, sigma_y, x_var, probes)
         z = z + step_scale * (alpha * (x0 + shift) - z) + (2 * step_scale) ** 0.5 * sigma * noise.like(z)
-        report(callback, i, t=t, z=z, x0=x0.detach(), phase="corrector")
+        report(callback, i, t=t, z=z, x0=x0, phase="corrector")
     return z.detach()
 
 
@@ -159,7 +159,7 @@ def _kinetic_corrector(prior, z: Tensor, t: int, operator, y: Tensor, sigma_y: f
         z = z + half * velocity  # A
         velocity = momentum * velocity + refresh * noise.like(z)  # O
         z = (z + half * velocity).detach()  # A
-        report(callback, i, t=t, z=z, x0=x0.detach(), phase="corrector")
+        report(callback, i, t=t, z=z, x0=x0, phase="corrector")
         if i < steps - 1:
             grad, x0 = score(z)
             velocity = velocity + half * grad  # B

@@ -19,6 +19,7 @@ from torch import Tensor
 from ..schedule import to_device
 from ..settings import Settings, bounded
 from . import fidelity
+from .adam import OneTensorAdam
 from .common import report
 from .time_grids import training_grid
 
@@ -40,19 +41,20 @@ class REDDiffVConfig(REDDiffConfig):
 
 
 def red_diff_times(cfg: REDDiffConfig, num_train_timesteps: int, noise, like: Tensor) -> list[Tensor]:
-    """Per step, the time of every sample: a shared descending grid, or per-sample uniform draws."""
+    """Per step, the time of every sample: a shared descending grid, or per-sample uniform draws (all steps' in one
+    draw, the numbers a draw per step gives)."""
     if cfg.times == "descending":
         return [torch.full((noise.batch,), t, dtype=torch.long, device=like.device)
                 for t in training_grid(num_train_timesteps, cfg.steps)]
-    return [(noise.rand(like) * num_train_timesteps).long().clamp_max(num_train_timesteps - 1)
-            for _ in range(cfg.steps)]
+    u = noise.rand(like, cfg.steps)  # (steps, batch)
+    return list((u * num_train_timesteps).long().clamp_max(num_train_timesteps - 1).unbind(0))
 
 
 def red_diff_coefficients(prior, cfg: REDDiffConfig, times: list[Tensor], like: Tensor) -> list[tuple]:
     """Per step (alpha_t, sigma_t, w_t = sigma_t / alpha_t) in ``like``'s dtype. On the shared descending grid they
     are computed once for every step, in that dtype, and kept as Python numbers: each is a value of the dtype, so it
     multiplies a tensor exactly as the per-sample tensor did. Random times: per-sample tensors, looked up in one
-    (3, T) table of the three over every time, made once in the dtype (the same values, one lookup a step)."""
+    (T, 3) table of the three over every time, made once in the dtype (the same values, one lookup for all steps)."""
     shared = cfg.times == "descending"
     grid = torch.tensor(training_grid(prior.num_train_timesteps, cfg.steps) if shared else
                         range(prior.num_train_timesteps))
@@ -61,7 +63,8 @@ def red_diff_coefficients(prior, cfg: REDDiffConfig, times: list[Tensor], like: 
         return list(zip(alpha.tolist(), sigma.tolist(), (sigma / alpha).tolist()))
     table = to_device(torch.stack([alpha, sigma, sigma / alpha], 1), like.device)  # (T, 3)
     broadcast = (1,) * (like.ndim - 1)
-    return [table[t].reshape(len(t), 3, *broadcast).unbind(1) for t in times]
+    looked_up = table[torch.stack(times)].reshape(len(times), -1, 3, *broadcast)  # (steps, batch, 3, 1, ...)
+    return [step.unbind(1) for step in looked_up.unbind(0)]
 
 
 def red_diff_sample(prior, operator, y: Tensor, noise, cfg: REDDiffConfig, callback=None) -> Tensor:
@@ -69,7 +72,7 @@ def red_diff_sample(prior, operator, y: Tensor, noise, cfg: REDDiffConfig, callb
     operator, y = operator.repeat_interleave(noise.per_query), noise.repeat(y)
     with torch.no_grad():
         mu = prior.encode(operator.pinv(y)).detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([mu], lr=cfg.lr, betas=cfg.betas)
+    opt = OneTensorAdam(mu, lr=cfg.lr, betas=cfg.betas)  # torch's Adam, bitwise
     times = red_diff_times(cfg, prior.num_train_timesteps, noise, mu)
     for i, (t, (alpha, sigma, w)) in enumerate(zip(times, red_diff_coefficients(prior, cfg, times, mu))):
         eps = noise.like(mu)
@@ -79,8 +82,7 @@ def red_diff_sample(prior, operator, y: Tensor, noise, cfg: REDDiffConfig, callb
             fit = 0.5 * fidelity.mean_squared(operator, prior.decode(mu), y)  # Eq. 9, data term
             reg = (w * (eps_hat - eps) * mu).flatten(1).mean(1)  # Eq. 10, sg(.) via no_grad
             loss = (fit + cfg.lam * reg).sum()
-            opt.zero_grad()
             loss.backward()
-        opt.step()
-        report(callback, i, t=t, z=mu.detach(), loss=loss.detach())
+        opt.step()  # clears the gradient
+        report(callback, i, t=t, z=mu, loss=loss)
     return mu.detach()

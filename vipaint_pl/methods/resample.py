@@ -30,6 +30,7 @@ from torch import Tensor
 from ..schedule import transition
 from ..settings import Settings, bounded
 from . import fidelity
+from .adam import OneTensorAdam
 from .common import report, start_noise
 from .time_grids import ddim_path, jump_schedule, moves
 
@@ -56,16 +57,15 @@ def fit_measurement(render, operator, y: Tensor, init: Tensor, lr: float, iters:
                     patience: int = 0) -> Tensor:
     """argmin_v mean ||y - A(render(v))||^2 from ``init`` by AdamW (Eq. 8); every sample stops on its own."""
     v = init.detach().clone().requires_grad_(True)
-    opt = torch.optim.AdamW([v], lr=lr, weight_decay=cfg.weight_decay)
+    opt = OneTensorAdam(v, lr=lr, weight_decay=cfg.weight_decay)  # torch's AdamW, bitwise
     active = torch.ones(v.shape[0], dtype=torch.bool, device=v.device)
     all_active, history = True, []
     for it in range(iters):
         with torch.enable_grad():
             loss = fidelity.mean_squared(operator, render(v), y)
-            v.grad = None  # opt.zero_grad(), without its profiler record
             loss.sum().backward()
         before = None if all_active else v.detach().clone()
-        opt.step()
+        opt.step()  # clears the gradient
         if before is not None:  # samples that had stopped stay where they stopped
             with torch.no_grad():
                 v.copy_(torch.where(active.view(-1, *[1] * (v.ndim - 1)), v, before))
