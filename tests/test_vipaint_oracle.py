@@ -543,6 +543,28 @@ def test_corrector_at_every_level_brings_a_misplaced_top_level_closer_to_the_exa
     PosteriorSamplingConfig(corrector_levels="last", lower_draws=2)  # the corrector at Ts only combines with them
 
 
+def test_corrector_momentum_at_ts_only_leaves_the_upper_levels_overdamped():
+    # sampling.corrector_momentum_levels "last": the corrector at the top level runs the overdamped steps (bitwise
+    # those of momentum 0), the one at Ts the kinetic steps (not those of momentum 0)
+    from vipaint_pl.methods.vipaint import HierarchicalPosterior, PosteriorSamplingConfig, sample_ts
+    from vipaint_pl.rng import QueryNoise
+
+    prior = GaussianMixturePrior(torch.ones(1), torch.zeros(1, 2), torch.ones(1, 2))
+    op, y = DenseLinear(torch.eye(2)[[0]]), torch.tensor([[1.5]])
+    post = HierarchicalPosterior([550, 400], 1, (2,), variance="unit-data")
+    bound = BoundConfig(likelihood="gaussian", likelihood_scale=0.3, reconstruction="tweedie")
+    steps = {}
+    for momentum, where in ((0.0, "all"), (0.8, "all"), (0.8, "last")):
+        cfg = PosteriorSamplingConfig(corrector_steps=5, corrector_momentum=momentum, corrector_momentum_levels=where)
+        seen = []
+        sample_ts(prior, post, op, y, torch.zeros(1, dtype=torch.long), QueryNoise(0, ["q"], "v", 8), cfg, bound,
+                  callback=lambda i, info: seen.append(info["z"]))
+        steps[momentum, where] = (torch.stack(seen[:5]), torch.stack(seen[5:]))
+    (top_0, ts_0), (top_all, _), (top_last, ts_last) = steps.values()
+    assert torch.equal(top_last, top_0) and not torch.equal(top_all, top_0)
+    assert not torch.equal(ts_last, ts_0)
+
+
 @pytest.mark.parametrize("operator", ["inpainting", "dense"])
 def test_langevin_corrector_reaches_the_exact_p_zt_given_y_on_a_unit_gaussian_prior(operator):
     # Unit Gaussian prior in d = 4: z_t = alpha x0 + sigma eps is N(0, I) and the Tweedie likelihood N(y; A alpha z_t,

@@ -171,6 +171,8 @@ class PosteriorSamplingConfig(Settings):
     # > 0: the corrector as underdamped Langevin with this velocity retention per step (``langevin_corrector``):
     # the same gradients, faster along the data's wide directions. 0: overdamped (the default)
     corrector_momentum: float = bounded(0.0, low=0.0, high=0.999)
+    # where the momentum applies: "all" (every corrected level) or "last" (at Ts only; the levels above it overdamped)
+    corrector_momentum_levels: Literal["last", "all"] = "all"
     # where the corrector runs: "all" (at every level of the hierarchy, each draw moved towards p(z_t | y) before the
     # next level is drawn from it; K times the corrector's cost; the default since 2026-11-29, BENCHMARKS.md "Spread
     # against fidelity") or "last" (at Ts only). "all" needs lower_draws 1
@@ -797,8 +799,10 @@ def _corrector(prior, post: HierarchicalPosterior, operator, y: Tensor, noise, c
         stream = noise.stream("corrector" if k == post.k - 1 else f"corrector/{k}")
         done = (k - first) * cfg.corrector_steps
         report_level = None if callback is None else (lambda i, info: callback(done + i, info))
+        kinetic = cfg.corrector_momentum_levels == "all" or k == post.k - 1
         return langevin_corrector(prior, z, post.times[k], operator, y, sigma_y, stream, cfg.corrector_steps,
-                                  cfg.corrector_scale, report_level, cfg.corrector_variance, cfg.corrector_momentum)
+                                  cfg.corrector_scale, report_level, cfg.corrector_variance,
+                                  cfg.corrector_momentum if kinetic else 0.0)
     return correct
 
 
