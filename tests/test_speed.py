@@ -279,12 +279,13 @@ def test_dps_and_vipaint_steps_make_no_host_device_sync_on_a_gpu(latent_prior):
             torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype,foreach", [(torch.float32, False), (torch.float64, False), (torch.float32, True)])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_one_tensor_adam_is_torchs_adam_bitwise_with_fewer_operators(dtype, weight_decay):
+def test_one_tensor_adam_is_torchs_adam_bitwise_with_fewer_operators(dtype, foreach, weight_decay):
     # RED-diff's and ReSample's optimizer: 30 steps on the same gradients give bitwise the parameters of torch's
-    # single-tensor Adam (AdamW with weight decay), in 7 operators a step (8 with weight decay) where torch's take at
-    # least 4 more: its step counter's increment and read-back and the profiler records around step and zero_grad
+    # single-tensor Adam (AdamW with weight decay; and of its foreach update, a GPU's default), in 7 operators a step
+    # (8 with weight decay) where torch's take at least 4 more: its step counter's increment and read-back and the
+    # profiler records around step and zero_grad
     from vipaint_pl.methods.adam import OneTensorAdam
     from vipaint_pl.profiling import OpCounter
 
@@ -293,7 +294,7 @@ def test_one_tensor_adam_is_torchs_adam_bitwise_with_fewer_operators(dtype, weig
     grads = [torch.randn(3, 5, generator=gen, dtype=dtype) * 10 ** (i % 3 - 1) for i in range(30)]
     mine, theirs = start.clone().requires_grad_(True), start.clone().requires_grad_(True)
     kind = torch.optim.AdamW if weight_decay else torch.optim.Adam
-    reference = kind([theirs], lr=0.05, betas=(0.9, 0.99), weight_decay=weight_decay, foreach=False)
+    reference = kind([theirs], lr=0.05, betas=(0.9, 0.99), weight_decay=weight_decay, foreach=foreach)
     adam = OneTensorAdam(mine, lr=0.05, betas=(0.9, 0.99), weight_decay=weight_decay)
     counts = []
     for g in grads:

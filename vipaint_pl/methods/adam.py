@@ -10,7 +10,7 @@ the same as ``torch.optim.Adam(..., foreach=False)``; what it leaves out is the 
 increment and a read-back a step) and the profiler records around ``step`` and ``zero_grad``: 7 operators a step
 (8 with weight decay), 6 fewer than torch's step and zero_grad. RED-diff and ReSample's fits take one Adam step per
 network call on one tensor, where those six are a visible share of the work around the network. (On a GPU torch's
-default is its foreach update: the same arithmetic, checked bitwise against this one on a CPU only.)
+default is its foreach update: on a CPU it too gives bitwise this update; on a GPU not checked.)
 """
 
 from __future__ import annotations
