@@ -156,6 +156,9 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
          "kinetic corrector 0.8", "vipaint", {"k": 2, "sampling": {"corrector_levels": "all", "step_spacing": 4,
                                                                    "corrector_momentum": 0.8}}),
         ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, corrector at every level, step spacing 4, "
+         "kinetic corrector 0.8, corrector scale 0.025", "vipaint", {"k": 2, "sampling": {
+             "corrector_levels": "all", "step_spacing": 4, "corrector_momentum": 0.8, "corrector_scale": 0.025}}),
+        ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, corrector at every level, step spacing 4, "
          "kinetic corrector 0.8 at Ts only", "vipaint", {"k": 2, "sampling": {
              "corrector_levels": "all", "step_spacing": 4, "corrector_momentum": 0.8,
              "corrector_momentum_levels": "last"}}),
