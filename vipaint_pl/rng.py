@@ -72,12 +72,9 @@ class QueryNoise:
     def rand(self, like: Tensor, draws: int | None = None) -> Tensor:
         """Uniforms on [0, 1), one per row: shape (batch,), float64; with ``draws`` (draws, batch): the same numbers
         as ``draws`` calls without it, stacked, from one generator call per query."""
-        if draws is None:
-            out = [torch.rand(self.per_query, generator=g, dtype=torch.float64) for g in self.generators]
-            return to_device(torch.cat(out), like.device)
-        out = [torch.rand(draws * self.per_query, generator=g, dtype=torch.float64).view(draws, self.per_query)
-               for g in self.generators]
-        return to_device(out[0] if len(out) == 1 else torch.cat(out, 1), like.device)
+        shape = (self.per_query,) if draws is None else (draws, self.per_query)
+        out = [torch.rand(shape, generator=g, dtype=torch.float64) for g in self.generators]
+        return to_device(out[0] if len(out) == 1 else torch.cat(out, -1), like.device)
 
     def repeat(self, tensor: Tensor) -> Tensor:
         """A per-query tensor (num_queries, ...) repeated to one row per sample (batch, ...)."""
