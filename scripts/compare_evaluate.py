@@ -7,6 +7,10 @@ that difference (resampling digits, seeded):
 
     python scripts/compare_evaluate.py outputs/run1 outputs/run2 --a "VIPaint-2 Langevin 50" --b DPS
 
+Runs that logged the calibration terms (``evaluate.calibration_terms``) add "error / spread": each row's squared
+error to the truth over its squared spread, summed over the digits (1: calibrated; above: too narrow; below: too
+wide), with each row's own 95 % interval beside its value.
+
 ``--per-image METRIC`` then lists, per prior and mask, the digits on which the rows differ in that metric, largest
 difference first, with each one's share of the summed difference: which digits carry a gap.
 """
@@ -55,8 +59,16 @@ def paired_difference(a: np.ndarray, b: np.ndarray, draws: int = 10000, seed: in
     return float(statistic(a) - statistic(b)), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
 
 
+def error_over_spread(error: np.ndarray, spread: np.ndarray, draws: int = 10000, seed: int = 0) -> np.ndarray:
+    """sum(error) / sum(spread) over digits (1: a calibrated sampler; ``evaluate.calibration_terms``), then its
+    values on ``draws`` bootstrap resamplings of the digits (seeded: two rows on the same digits share them)."""
+    idx = np.random.default_rng(seed).integers(0, error.size, size=(draws, error.size))
+    return np.concatenate([[error.sum() / spread.sum()], error[idx].sum(1) / spread[idx].sum(1)])
+
+
 def compare(images: dict, row_a: str, row_b: str, metrics=METRICS) -> list[dict]:
-    """One record per (prior, mask, metric) over the digits both rows have."""
+    """One record per (prior, mask, metric) over the digits both rows have; with the calibration terms, also
+    "error / spread" (its interval: of A's ratio less B's, over the same resampled digits)."""
     cells = sorted({(p, m) for p, m, method, _ in images if method == row_a})
     out = []
     for prior, mask in cells:
@@ -72,6 +84,15 @@ def compare(images: dict, row_a: str, row_b: str, metrics=METRICS) -> list[dict]
             diff, low, high = paired_difference(a, b)
             out.append({"prior": prior, "mask": mask, "metric": metric, "images": len(both), "a": float(a.mean()),
                         "b": float(b.mean()), "difference": diff, "low": low, "high": high})
+        terms = [[images[(prior, mask, row, i)].get(k) for i in both] for row in (row_a, row_b)
+                 for k in ("squared_error", "squared_spread")]
+        if all(v is not None for column in terms for v in column):
+            ra, rb = (error_over_spread(np.array(e), np.array(sp)) for e, sp in (terms[:2], terms[2:]))
+            low, high = np.quantile(ra[1:] - rb[1:], [0.025, 0.975])
+            out.append({"prior": prior, "mask": mask, "metric": "error / spread", "images": len(both), "a": ra[0],
+                        "b": rb[0], "difference": ra[0] - rb[0], "low": float(low), "high": float(high),
+                        "a_interval": tuple(np.quantile(ra[1:], [0.025, 0.975])),
+                        "b_interval": tuple(np.quantile(rb[1:], [0.025, 0.975]))})
     return out
 
 
@@ -79,7 +100,9 @@ def markdown(records: list[dict], row_a: str, row_b: str) -> str:
     lines = [f"| prior | mask | metric | images | {row_a} | {row_b} | difference (95 % interval) |",
              "|---|---|---|---|---|---|---|"]
     for r in records:
-        lines.append(f"| {r['prior']} | {r['mask']} | {r['metric']} | {r['images']} | {r['a']:.4f} | {r['b']:.4f} | "
+        a, b = (f"{r[k]:.4f}" + (" [{:.3f}, {:.3f}]".format(*r[k + "_interval"]) if k + "_interval" in r else "")
+                for k in ("a", "b"))
+        lines.append(f"| {r['prior']} | {r['mask']} | {r['metric']} | {r['images']} | {a} | {b} | "
                      f"{r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] |")
     return "\n".join(lines)
 

@@ -8,7 +8,9 @@ RMSE between the samples of one query (pixels in [0, 1]); digit accuracy = the s
 small CNN, trained here on the train split, assigns to the true digit; distinct digits = how many different
 digits that CNN sees among the 10 samples of one query (1: every completion is the same digit); diversity within a
 digit = the mean pairwise RMSE over the pairs of samples that CNN reads as the same digit (the spread that is not a
-change of digit; n/a where no two samples agree). Masks (white = missing): small (<= 20 % missing), random
+change of digit; n/a where no two samples agree); error / spread = the summed squared error of the samples to the
+truth over their summed squared spread, both per missing pixel (``calibration_terms``; 1 for samples that are as
+wide as the errors they make, above 1 too narrow, below 1 too wide). Masks (white = missing): small (<= 20 % missing), random
 (40-80 %), half (a half-plane at a random angle), seeded per image.
 
 Methods: every method of ``vipaint_pl.methods.METHODS`` with its defaults, chains capped at 250 steps:
@@ -216,7 +218,11 @@ def lpips_or_none():
         return None
 
 
-def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: nn.Module, stlpips, lpips=None) -> dict:
+def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: nn.Module, stlpips, lpips=None,
+                  missing: torch.Tensor | None = None) -> dict:
+    """The metrics of one query's samples against its truth. Given the ``missing`` pixels (H, W; 1 = missing), also
+    the squared error to the truth and the squared spread between samples there: for samples and a truth drawn
+    from one posterior both estimate 2 tr Cov / n_missing (``calibration_terms``)."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
     s01, t01 = (samples.clamp(-1, 1) + 1) / 2, ((truth + 1) / 2).expand_as(samples)
@@ -235,7 +241,21 @@ def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: n
     return {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "st_lpips": float(perceptual.mean()), "lpips": lp,
             "diversity": float(pair.sum() / (n * (n - 1))), "digit_accuracy": float(acc),
             "distinct_digits": float(predicted.unique().numel()),
-            "diversity_same_digit": float(pair[same].mean()) if same.any() else float("nan")}
+            "diversity_same_digit": float(pair[same].mean()) if same.any() else float("nan")} | (
+        calibration_terms(s01, t01, missing) if missing is not None else {})
+
+
+def calibration_terms(s01: torch.Tensor, t01: torch.Tensor, missing: torch.Tensor) -> dict:
+    """Spread against skill over the missing pixels, the ensemble forecaster's check of a sampler's width:
+    ``squared_error`` = mean_i |x_i - t|^2 and ``squared_spread`` = mean_{i != j} |x_i - x_j|^2 (each per missing
+    pixel). If the samples x_i and the truth t are independent draws of one posterior, both have expectation
+    2 tr Cov, so the ratio of their sums over queries is 1 for a calibrated sampler; above 1 its samples are too
+    narrow (or off-centre) for the errors they make, below 1 too wide."""
+    keep = missing.bool().expand_as(s01[0])
+    x, t = s01[:, keep].double(), t01[0][keep].double()
+    n = x.shape[0]
+    pair = (x[:, None] - x[None]).square().mean(-1)  # |x_i - x_j|^2 per pixel; 0 on the diagonal
+    return {"squared_error": float((x - t).square().mean()), "squared_spread": float(pair.sum() / (n * (n - 1)))}
 
 
 def cell_mean(values: list[float]) -> float:
@@ -269,11 +289,14 @@ def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first:
                 start = time.time()
                 samples = run_row(name, changes, prior, mask, y, qname).detach().float()
                 seconds = time.time() - start
-                metrics = image_metrics(samples, x[i : i + 1], int(labels[i]), net, stlpips, lpips)
+                metrics = image_metrics(samples, x[i : i + 1], int(labels[i]), net, stlpips, lpips, 1 - mask)
                 rows.append(metrics | {"seconds": seconds})
                 done.add((prior_name, mask_kind, label, i), rows[-1])
             keys = dict.fromkeys(k for r in rows for k in r)  # rows logged before a metric existed lack it
             table["cells"][f"{mask_kind}/{label}"] = {k: cell_mean([r.get(k, np.nan) for r in rows]) for k in keys}
+            if all("squared_error" in r and "squared_spread" in r for r in rows):  # 1: calibrated (calibration_terms)
+                table["cells"][f"{mask_kind}/{label}"]["error_over_spread"] = (
+                    sum(r["squared_error"] for r in rows) / sum(r["squared_spread"] for r in rows))
             table.setdefault("per_image", {})[f"{mask_kind}/{label}"] = rows
             log(f"{prior_name} {mask_kind} {label}: " + ", ".join(f"{k} {v:.3f}" for k, v in
                                                             table["cells"][f"{mask_kind}/{label}"].items()))
@@ -282,7 +305,7 @@ def evaluate_prior(prior_name: str, images: int, methods: list[str], log, first:
 
 def markdown(results: dict) -> str:
     lines = ["| prior | mask | method | PSNR | SSIM | ST-LPIPS | LPIPS | diversity | digit acc. | distinct digits | "
-             "diversity within a digit | s / image |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "diversity within a digit | error / spread | s / image |", "|" + "---|" * 13]
     for prior, table in results.items():
         for key, m in table["cells"].items():
             mask, method = key.split("/", 1)
@@ -291,9 +314,10 @@ def markdown(results: dict) -> str:
             distinct = f"{m['distinct_digits']:.2f}" if "distinct_digits" in m else "n/a"  # not in runs before it
             within = m.get("diversity_same_digit", float("nan"))
             within = "n/a" if within != within else f"{within:.3f}"
+            calibration = f"{m['error_over_spread']:.2f}" if "error_over_spread" in m else "n/a"
             lines.append(f"| {prior} | {mask} | {method} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['st_lpips']:.3f} | "
                          f"{lp} | {m['diversity']:.3f} | {m['digit_accuracy']:.2f} | {distinct} | {within} | "
-                         f"{m['seconds']:.1f} |")
+                         f"{calibration} | {m['seconds']:.1f} |")
     return "\n".join(lines)
 
 

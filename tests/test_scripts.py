@@ -128,7 +128,7 @@ def test_a_stopped_image_benchmark_continues_where_it_stopped(tmp_path, monkeypa
     args = ["--images", "2", "--priors", "digits-pixel", "--masks", "small", "--methods", "DPS", "--out", str(tmp_path)]
     full = evaluate.main(args)["digits-pixel"]["cells"]["small/DPS"]
     lines = (tmp_path / "images.jsonl").read_text().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 2 and full["error_over_spread"] > 0  # the calibration of the cell, from every image's terms
     (tmp_path / "images.jsonl").write_text(lines[0] + "\n")  # as if stopped during the second image
     calls = []
     run_row = evaluate.run_row
@@ -215,6 +215,35 @@ def test_paired_comparison_pairs_digits_across_runs_and_brackets_the_difference(
     assert (high - low) > 2.5 * np.subtract(*paired_difference(d, np.zeros(400))[2:0:-1])
     with pytest.raises(SystemExit, match="no digit has both rows"):
         compare_main([str(tmp_path / "r1"), "--a", "A", "--b", "C"])
+
+
+def test_error_over_spread_reads_one_for_posterior_draws_and_the_width_error_otherwise(tmp_path):
+    """Truth and samples drawn from one Gaussian 'posterior' per digit: the ratio is 1 for samples of its width s,
+    (1 + w^2) / (2 w^2) for samples of width w s (2.5 at w = 1/2, 0.625 at w = 2); only missing pixels count."""
+    import json
+
+    from compare_evaluate import main as compare_main
+    from evaluate import image_metrics
+
+    g = torch.Generator().manual_seed(0)
+    missing = torch.zeros(16, 16)
+    missing[:, 8:] = 1
+    with open(tmp_path / "images.jsonl", "w") as f:
+        for i in range(150):
+            mean = -0.5 + torch.rand(1, 1, 16, 16, generator=g)
+            draw = lambda n, w: mean + (0.2 * w * torch.randn(n, 1, 16, 16, generator=g)) * missing  # noqa: E731
+            truth = draw(1, 1.0)
+            for method, width in (("exact", 1.0), ("narrow", 0.5), ("wide", 2.0)):
+                samples = draw(10, width) + 0.3 * (1 - missing)  # observed pixels far off: must not count
+                m = image_metrics(samples, truth, 3, _Always(), lambda a, b: torch.zeros(a.shape[0]), None, missing)
+                f.write(json.dumps({"prior": "digits-pixel", "mask": "half", "method": method, "image": i,
+                                    "metrics": m}) + "\n")
+    by_metric = lambda records: {r["metric"]: r for r in records}  # noqa: E731
+    narrow = by_metric(compare_main([str(tmp_path), "--a", "narrow", "--b", "exact"]))["error / spread"]
+    wide = by_metric(compare_main([str(tmp_path), "--a", "wide", "--b", "exact"]))["error / spread"]
+    assert narrow["b"] == pytest.approx(1.0, abs=0.05) and narrow["b_interval"][0] < 1.0 < narrow["b_interval"][1]
+    assert narrow["a"] == pytest.approx(2.5, rel=0.05) and wide["a"] == pytest.approx(0.625, rel=0.05)
+    assert narrow["low"] > 1.0 and wide["high"] < -0.2  # the width errors are far beyond the interval's noise
 
 
 def test_per_image_differences_list_the_digits_that_carry_a_gap_largest_first(tmp_path, capsys):
