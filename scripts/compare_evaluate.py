@@ -89,10 +89,10 @@ def compare(images: dict, row_a: str, row_b: str, metrics=METRICS) -> list[dict]
         if all(v is not None for column in terms for v in column):
             ra, rb = (error_over_spread(np.array(e), np.array(sp)) for e, sp in (terms[:2], terms[2:]))
             low, high = np.quantile(ra[1:] - rb[1:], [0.025, 0.975])
-            out.append({"prior": prior, "mask": mask, "metric": "error / spread", "images": len(both), "a": ra[0],
-                        "b": rb[0], "difference": ra[0] - rb[0], "low": float(low), "high": float(high),
-                        "a_interval": tuple(np.quantile(ra[1:], [0.025, 0.975])),
-                        "b_interval": tuple(np.quantile(rb[1:], [0.025, 0.975]))})
+            out.append({"prior": prior, "mask": mask, "metric": "error / spread", "images": len(both),
+                        "a": float(ra[0]), "b": float(rb[0]), "difference": float(ra[0] - rb[0]), "low": float(low),
+                        "high": float(high), "a_interval": tuple(map(float, np.quantile(ra[1:], [0.025, 0.975]))),
+                        "b_interval": tuple(map(float, np.quantile(rb[1:], [0.025, 0.975])))})
     return out
 
 
