@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = ("psnr", "st_lpips", "diversity", "digit_accuracy", "distinct_digits", "diversity_same_digit", "squared_error",
-           "squared_spread")
+METRICS = ("psnr", "st_lpips", "diversity", "digit_accuracy", "distinct_digits", "diversity_same_digit",
+           "squared_error", "squared_spread")
 
 
 def load_images(run_dirs: list[str]) -> dict:

@@ -10,8 +10,8 @@ digits that CNN sees among the 10 samples of one query (1: every completion is t
 digit = the mean pairwise RMSE over the pairs of samples that CNN reads as the same digit (the spread that is not a
 change of digit; n/a where no two samples agree); error / spread = the summed squared error of the samples to the
 truth over their summed squared spread, both per missing pixel (``calibration_terms``; 1 for samples that are as
-wide as the errors they make, above 1 too narrow, below 1 too wide). Masks (white = missing): small (<= 20 % missing), random
-(40-80 %), half (a half-plane at a random angle), seeded per image.
+wide as the errors they make, above 1 too narrow, below 1 too wide). Masks (white = missing): small (<= 20 %
+missing), random (40-80 %), half (a half-plane at a random angle), seeded per image.
 
 Methods: every method of ``vipaint_pl.methods.METHODS`` with its defaults, chains capped at 250 steps:
 VIPaint-2 and VIPaint-4 (100 Adam steps on the bound, then 100 DDPM steps from Ts with DPS 0.5; "paper
