@@ -29,9 +29,9 @@ import statistics
 import torch
 
 from bench_gmm import N_EXACT, N_METHOD, PROJECTIONS, ROWS, make_problem, row_config
-from vipaint_pl.methods import vipaint
-from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
+from vipaint_pl.methods.vipaint import bound as vipaint_bound_module
 from vipaint_pl.methods.vipaint import fit_posterior, sample_below, sample_ts
+from vipaint_pl.metrics import mode_coverage_tv, sliced_wasserstein
 from vipaint_pl.rng import QueryNoise
 from vipaint_pl.settings import merge_dicts
 
@@ -107,12 +107,12 @@ def run(setting: str, d_x: int, d_y: int, p: int, row: str, changes: dict | None
 def exact_prior_term(prior):
     """Inside: VIPaint's diffusion term takes the value -log p_Te(z_Te) of the mixture's exact marginal instead of its
     estimate (the weights the estimate should give; a diagnosis only)."""
-    original = vipaint.diffusion_loss
-    vipaint.diffusion_loss = lambda _, z, te, *args: -prior.marginal(te).log_prob(z.flatten(1)).to(z.dtype)
+    original = vipaint_bound_module.diffusion_loss
+    vipaint_bound_module.diffusion_loss = lambda _, z, te, *args: -prior.marginal(te).log_prob(z.flatten(1)).to(z.dtype)
     try:
         yield
     finally:
-        vipaint.diffusion_loss = original
+        vipaint_bound_module.diffusion_loss = original
 
 
 def component_weights(setting: str, d_x: int, d_y: int, p: int, row: str, changes: dict | None = None,
@@ -123,7 +123,7 @@ def component_weights(setting: str, d_x: int, d_y: int, p: int, row: str, change
     modes reached, and the total variation between the two weightings (per stream; the first stream's is
     "weight_tv"). The same fit weighed with other streams tells Monte Carlo noise from a bias of the bounds;
     ``exact_prior`` weighs it with the exact -log p_Te(z_Te) in place of the diffusion term's estimate."""
-    from vipaint_pl.methods.vipaint import _component_draws, optimal_mixture_weights
+    from vipaint_pl.methods.vipaint.bound import component_draws, optimal_mixture_weights
 
     _, prior, op, y, post, cfg, noise, q = fitted(setting, d_x, d_y, p, row, changes)
     weighing = exact_prior_term(prior) if exact_prior else contextlib.nullcontext()
@@ -133,7 +133,7 @@ def component_weights(setting: str, d_x: int, d_y: int, p: int, row: str, change
     tvs, per_modes, bounds = [], [], []
     for stream in streams:
         with weighing:
-            energy, log_q = _component_draws(prior, q, op, y, torch.zeros(1, dtype=torch.long),
+            energy, log_q = component_draws(prior, q, op, y, torch.zeros(1, dtype=torch.long),
                                              noise.stream(stream), cfg.bound, draws)
         weights = optimal_mixture_weights(energy, log_q)[0].exp()
         per_modes.append(torch.zeros_like(post.weights).index_add_(0, mode, weights))

@@ -229,7 +229,7 @@ def test_a_fit_killed_with_sigkill_resumes_to_the_same_posterior(ws):
     assert reference.returncode == 0, reference.stderr[-3000:]
     for noise in ("Tip", "accelerate", "GPU available", "Warning", "warn(", "Epoch"):
         assert noise not in reference.stderr + reference.stdout, (noise, reference.stderr[-2000:])
-    assert f"fit: steps: 100%" in reference.stdout and f"{steps}/{steps}" in reference.stdout
+    assert "fit: steps: 100%" in reference.stdout and f"{steps}/{steps}" in reference.stdout
     expected = _posterior(ws / "full_logs" / "checkpoints" / "last.ckpt")
 
     killed = ws / "killed"

@@ -292,7 +292,7 @@ def test_grid_comparison_pairs_problems_across_runs_by_the_difference_of_medians
 def test_diagnosis_compare_reads_one_on_exact_draws_and_the_width_error_it_is_given():
     from diagnose_vipaint_gmm import compare, directions
 
-    from vipaint_pl.operators import DenseLinear, random_dense_operator
+    from vipaint_pl.operators import random_dense_operator
     from vipaint_pl.priors.gmm import grid_mixture_prior
 
     op = random_dense_operator(6, 2, seed=0)

@@ -31,7 +31,7 @@ def test_diffusion_loss_bounds_the_exact_marginal_of_a_gaussian_prior():
 
 
 def test_diffusion_terms_kept_coefficients_are_the_forward_bridge_and_the_ddpm_step():
-    from vipaint_pl.methods.vipaint import DIFFUSION_COEFFICIENTS, _diffusion_coefficients
+    from vipaint_pl.methods.vipaint.diffusion_term import DIFFUSION_COEFFICIENTS, _diffusion_coefficients
     from vipaint_pl.schedule import NoiseSchedule, bridge, transition
 
     sched, te = NoiseSchedule.linear(1000), 400
@@ -210,7 +210,7 @@ def test_tweedie_reconstruction_with_the_jacobian_width_is_exact_for_data_of_any
     """``tweedie_variance: jacobian``: on N(0, v I), v = 0.2, y | z_t ~ N(A E[x0 | z_t], sigma_y^2 I + r_t^2 A A^T) with
     r_t^2 = v sigma_t^2 / (alpha_t^2 v + sigma_t^2) exactly; the bound's term equals -log p(y | z_Ts) up to a constant,
     with or without a graph from z to x0 (float64). The unit-data width (sigma_t^2) is not."""
-    from vipaint_pl.methods.vipaint import reconstruction_loss, tweedie_x_variance
+    from vipaint_pl.methods.vipaint.bound import reconstruction_loss, tweedie_x_variance
     from vipaint_pl.operators import random_dense_operator
     from vipaint_pl.rng import QueryNoise
 
@@ -333,7 +333,8 @@ def test_optimal_mixture_weights_share_a_mode_between_duplicate_components():
     """Three components, two of them on the 0.2 mode: each component's own bound counts that mode twice
     (softmax(-bound) gives it 1/3); the weights that maximize the mixture's bound give the two duplicates 0.2
     together, as the exact posterior does."""
-    from vipaint_pl.methods.vipaint import _component_draws, component_bounds, init_posterior, optimal_mixture_weights
+    from vipaint_pl.methods.vipaint import component_bounds, init_posterior
+    from vipaint_pl.methods.vipaint.bound import component_draws, optimal_mixture_weights
     from vipaint_pl.rng import QueryNoise
 
     prior, op, y = _two_mode_problem()
@@ -346,7 +347,7 @@ def test_optimal_mixture_weights_share_a_mode_between_duplicate_components():
             post.mu[k] = prior.schedule.alpha(t).float() * torch.tensor([[-6.0, 0.3], [-6.0, 0.3], [6.0, 0.3]])
     idx = torch.tensor([0])
     own = torch.softmax(-component_bounds(prior, post, op, y, idx, noise, cfg.bound, samples=256).double(), 1)[0]
-    optimal = optimal_mixture_weights(*_component_draws(prior, post, op, y, idx, noise, cfg.bound, 256))[0].exp()
+    optimal = optimal_mixture_weights(*component_draws(prior, post, op, y, idx, noise, cfg.bound, 256))[0].exp()
     assert float(own[:2].sum()) > 0.3  # the duplicated mode counted twice (exact: 0.2)
     torch.testing.assert_close(optimal[:2].sum(), torch.tensor(0.2, dtype=torch.float64), atol=0.04, rtol=0)
     torch.testing.assert_close(optimal[2], torch.tensor(0.8, dtype=torch.float64), atol=0.04, rtol=0)
@@ -368,7 +369,7 @@ def test_optimal_mixture_weights_are_exp_elbo_for_separate_components():
 
 
 def test_tempering_keeps_the_requested_effective_sample_size():
-    from vipaint_pl.methods.vipaint import tempered
+    from vipaint_pl.methods.vipaint.fit import tempered
 
     log_w = torch.tensor([[0.0, -50.0, -100.0, -150.0, -200.0, -250.0], [0.0, -0.1, -0.2, -0.3, -0.4, -0.5]],
                          dtype=torch.float64)
@@ -400,7 +401,7 @@ def test_importance_sampled_diffusion_term_has_the_uniform_expectation_and_less_
     """Every time enumerated in float64: sum_t r(t) * estimate(t) of the importance-sampled term equals the
     uniform one's (1/n) sum_t estimate(t) for the same z_Te and noise, while its spread over t is far smaller (under 0.3x the
     uniform one's standard deviation)."""
-    from vipaint_pl.methods.vipaint import _time_proposal
+    from vipaint_pl.methods.vipaint.diffusion_term import _time_proposal
 
     prior = grid_mixture_prior(2, seed=0)
     te = 400
@@ -422,7 +423,7 @@ def test_terminal_log_ratio_is_the_mixture_marginal_at_T_up_to_a_constant():
     """log p_T(z) - log N(z; 0, I) by the score's line integral (8 Gauss-Legendre nodes) against the closed form of
     a mixture whose modes lie far from the origin (where N(0, I) at T is several nats off): equal up to one
     constant for every z, to 1e-3 nats."""
-    from vipaint_pl.methods.vipaint import terminal_log_ratio
+    from vipaint_pl.methods.vipaint.diffusion_term import terminal_log_ratio
 
     prior = grid_mixture_prior(64, spacing=40.0, seed=0)
     T = prior.num_train_timesteps - 1
@@ -654,7 +655,7 @@ def test_corrector_with_the_jacobian_variance_reaches_p_zt_given_y_for_data_of_a
 def test_score_gradient_is_the_gradient_of_the_exact_noised_log_density():
     """``score_gradient`` is zero in value, and its gradient with respect to the variational parameters is that
     of -log p_t(z) (the noised mixture's exact density, autograd in float64) through z = mu + std * eps."""
-    from vipaint_pl.methods.vipaint import score_gradient
+    from vipaint_pl.methods.vipaint.diffusion_term import score_gradient
 
     prior = grid_mixture_prior(6, seed=1)
     t = 550
