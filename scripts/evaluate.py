@@ -167,6 +167,8 @@ ROWS = [("VIPaint-2", "vipaint", {"k": 2}), ("VIPaint-4", "vipaint", {"k": 4}),
         ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, corrector at Ts only, step spacing 4, "
          "kinetic corrector 0.8", "vipaint", {"k": 2, "sampling": {"corrector_levels": "last", "steps": None,
                                                                    "step_spacing": 4, "corrector_momentum": 0.8}}),
+        ("VIPaint-4 Langevin 50, Jacobian variance, SNR-matched times, corrector at every level, step spacing 4",
+         "vipaint", {"k": 4, "sampling": {"corrector_levels": "all", "step_spacing": 4}}),
         ("VIPaint-2 Langevin 50, Jacobian variance, SNR-matched times, Tweedie steps", "vipaint", {
             "k": 2, "sampling": {"guidance": "tweedie", "guidance_variance": "jacobian"}}),
         ("DPS", "dps", {}), ("DPS (1000 steps)", "dps", {"steps": 1000}),
