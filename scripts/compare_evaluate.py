@@ -7,9 +7,9 @@ that difference (resampling digits, seeded):
 
     python scripts/compare_evaluate.py outputs/run1 outputs/run2 --a "VIPaint-2 Langevin 50" --b DPS
 
-Runs that logged the calibration terms (``evaluate.calibration_terms``) add "error / spread": each row's squared
-error to the truth over its squared spread, summed over the digits (1: calibrated; above: too narrow; below: too
-wide), with each row's own 95 % interval beside its value.
+Runs that logged the calibration terms (``vipaint_pl.metrics.calibration_terms``) add "error / spread": each row's
+squared error to the truth over its squared spread, summed over the digits (1: calibrated; above: too narrow; below:
+too wide), with each row's own 95 % interval beside its value.
 
 ``--per-image METRIC`` then lists, per prior and mask, the digits on which the rows differ in that metric, largest
 difference first, with each one's share of the summed difference: which digits carry a gap.
@@ -61,8 +61,8 @@ def paired_difference(a: np.ndarray, b: np.ndarray, draws: int = 10000, seed: in
 
 
 def error_over_spread(error: np.ndarray, spread: np.ndarray, draws: int = 10000, seed: int = 0) -> np.ndarray:
-    """sum(error) / sum(spread) over digits (1: a calibrated sampler; ``evaluate.calibration_terms``), then its
-    values on ``draws`` bootstrap resamplings of the digits (seeded: two rows on the same digits share them)."""
+    """sum(error) / sum(spread) over digits (1: a calibrated sampler; ``vipaint_pl.metrics.calibration_terms``), then
+    its values on ``draws`` bootstrap resamplings of the digits (seeded: two rows on the same digits share them)."""
     idx = np.random.default_rng(seed).integers(0, error.size, size=(draws, error.size))
     return np.concatenate([[error.sum() / spread.sum()], error[idx].sum(1) / spread[idx].sum(1)])
 

@@ -50,6 +50,7 @@ from vipaint_pl.datasets import digits
 from vipaint_pl.masks import make_mask
 from vipaint_pl.methods import METHODS, method_config, run_method
 from vipaint_pl.methods.vipaint import PAPER_SAMPLING
+from vipaint_pl.metrics import calibration_terms
 from vipaint_pl.operators import Inpainting
 from vipaint_pl.perceptual import PerceptualDistance
 from vipaint_pl.priors import load_prior
@@ -245,19 +246,6 @@ def image_metrics(samples: torch.Tensor, truth: torch.Tensor, label: int, net: n
             "distinct_digits": float(predicted.unique().numel()),
             "diversity_same_digit": float(pair[same].mean()) if same.any() else float("nan")} | (
         calibration_terms(s01, t01, missing) if missing is not None else {})
-
-
-def calibration_terms(s01: torch.Tensor, t01: torch.Tensor, missing: torch.Tensor) -> dict:
-    """Spread against skill over the missing pixels, the ensemble forecaster's check of a sampler's width:
-    ``squared_error`` = mean_i |x_i - t|^2 and ``squared_spread`` = mean_{i != j} |x_i - x_j|^2 (each per missing
-    pixel). If the samples x_i and the truth t are independent draws of one posterior, both have expectation
-    2 tr Cov, so the ratio of their sums over queries is 1 for a calibrated sampler; above 1 its samples are too
-    narrow (or off-centre) for the errors they make, below 1 too wide."""
-    keep = missing.bool().expand_as(s01[0])
-    x, t = s01[:, keep].double(), t01[0][keep].double()
-    n = x.shape[0]
-    pair = (x[:, None] - x[None]).square().mean(-1)  # |x_i - x_j|^2 per pixel; 0 on the diagonal
-    return {"squared_error": float((x - t).square().mean()), "squared_spread": float(pair.sum() / (n * (n - 1)))}
 
 
 def cell_mean(values: list[float]) -> float:

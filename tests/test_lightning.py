@@ -1,5 +1,6 @@
 """The Lightning shell and the CLI on tiny diffusers priors saved locally."""
 
+import json
 import shutil
 
 import pytest
@@ -79,7 +80,13 @@ def test_observed_pixels_are_kept_and_writer_output(workspace):
     assert r["samples"].shape == (2, 3, 16, 16)
     assert (r["samples"] * r["mask"] - r["truth"] * r["mask"]).abs().max() < 1e-5
     files = {p.name for p in (workspace / "w" / r["name"]).iterdir()}
-    assert {"grid.png", "mean.png", "result.pt", "sample_00.png", "sample_01.png"} <= files
+    assert {"grid.png", "mean.png", "metrics.json", "result.pt", "sample_00.png", "sample_01.png"} <= files
+    written = json.loads((workspace / "w" / r["name"] / "metrics.json").read_text())
+    missing = (1 - r["mask"]).bool().expand_as(r["truth"])  # measured where the mask hides the input image
+    mse = (((r["samples"] - r["truth"]) / 2)[:, missing]).double().square().mean(1)
+    assert written["pixels"] == int((1 - r["mask"]).sum())
+    assert written["psnr"] == pytest.approx(float((-10 * torch.log10(mse)).mean()), rel=1e-5)
+    assert written["squared_error"] == pytest.approx(float(mse.mean()), rel=1e-5)
 
 
 def test_pixel_prior_without_data_std_keeps_the_official_times_and_says_so(workspace, capsys):

@@ -385,7 +385,8 @@ def test_a_two_rank_fit_killed_with_sigkill_resumes_each_rank_to_the_same_poster
     root = ws / "ddp_two"
     command = [sys.executable, "-m", "vipaint_pl.cli", "fit", "--config", path, "--trainer.devices", "2",
                "--trainer.strategy", "per_query_ddp", "--trainer.default_root_dir", str(root)]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # one thread per rank, as the reference fit (Lightning's own choice on 2 cores, unless OMP_NUM_THREADS is set)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)  # its own process group: both ranks are killed together
     rank1 = root / "checkpoints" / "last.ckpt.rank1"

@@ -7,6 +7,7 @@ Every file is written under a temporary name and renamed, and ``result.pt`` come
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from typing_extensions import override
 
 from ..console import error, note
 from ..image_io import save_grid, save_image
+from ..metrics import completion_metrics
 
 
 def relative_spread(samples: torch.Tensor) -> torch.Tensor:
@@ -42,7 +44,8 @@ def atomic_path(path: Path):
 
 
 def write_result(result: dict, folder: Path) -> None:
-    """[observation | samples | mean | std | truth] grid, sample PNGs, then result.pt, for one query."""
+    """[observation | samples | mean | std | truth] grid, sample PNGs, metrics.json (with a truth), then result.pt,
+    for one query."""
     folder.mkdir(parents=True, exist_ok=True)
     samples = result["samples"]
     mean = samples.float().mean(0)
@@ -55,6 +58,9 @@ def write_result(result: dict, folder: Path) -> None:
             save_image(image, tmp)
     with atomic_path(folder / "grid.png") as tmp:
         save_grid([row], tmp)
+    if result.get("truth") is not None:  # the input image's own pixels under the mask taken as the truth
+        with atomic_path(folder / "metrics.json") as tmp:
+            tmp.write_text(json.dumps(completion_metrics(samples, result["truth"], result["mask"]), indent=1) + "\n")
     with atomic_path(folder / "result.pt") as tmp:  # last: its presence marks the query complete
         torch.save(dict(result), tmp)
 
