@@ -134,7 +134,7 @@ def component_weights(setting: str, d_x: int, d_y: int, p: int, row: str, change
     for stream in streams:
         with weighing:
             energy, log_q = component_draws(prior, q, op, y, torch.zeros(1, dtype=torch.long),
-                                             noise.stream(stream), cfg.bound, draws)
+                                            noise.stream(stream), cfg.bound, draws)
         weights = optimal_mixture_weights(energy, log_q)[0].exp()
         per_modes.append(torch.zeros_like(post.weights).index_add_(0, mode, weights))
         tvs.append(float(0.5 * (per_modes[-1] - post.weights).abs().sum()))

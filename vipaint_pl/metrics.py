@@ -44,8 +44,9 @@ def calibration_terms(s01: Tensor, t01: Tensor, missing: Tensor) -> dict:
     keep = missing.bool().reshape(missing.shape[-2:]).expand_as(s01[0])
     x, t = s01[:, keep].double(), t01[0][keep].double()
     n = x.shape[0]
-    pair = (x[:, None] - x[None]).square().mean(-1)  # |x_i - x_j|^2 per pixel; 0 on the diagonal
-    return {"squared_error": float((x - t).square().mean()), "squared_spread": float(pair.sum() / (n * (n - 1)))}
+    # sum_{i, j} |x_i - x_j|^2 = 2 n sum_i |x_i - mean|^2: no (N, N, pixels) tensor for large images
+    spread = 2 * n * (x - x.mean(0)).square().mean(1).sum() / (n * (n - 1))
+    return {"squared_error": float((x - t).square().mean()), "squared_spread": float(spread)}
 
 
 def completion_metrics(samples: Tensor, truth: Tensor, mask: Tensor) -> dict:
